@@ -1,0 +1,20 @@
+"""Entry point of the ``rlaif`` console script: assembles the command groups.
+
+Only typer, rich and the torch-free core are imported here; every command imports its
+heavy dependencies inside its body so ``rlaif --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+from rlaif.cli.app import app, run_app
+from rlaif.cli.plugins import plugins_app
+
+app.add_typer(plugins_app, name="plugins")
+
+
+def main() -> None:
+    run_app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

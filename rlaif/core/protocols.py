@@ -1,0 +1,110 @@
+"""Typed interfaces of the five component kinds.
+
+Components never inherit from each other; anything with these attributes and methods is
+a valid component (``typing.Protocol``). Tensor-typed arguments are annotated ``Any`` so
+this module stays importable without torch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+from rlaif.core.records import Group, Prompt, Ranking, Rollout
+
+KINDS: tuple[str, ...] = ("encoder", "policy", "oracle", "loss", "benchmark")
+
+
+@runtime_checkable
+class Encoder(Protocol):
+    """Video frames -> visual features. Frozen during RL; features are cached per video."""
+
+    name: str
+    feature_dim: int
+
+    def encode(self, frames: Any) -> Any:
+        """``frames`` uint8 ``[T, H, W, 3]`` -> float features ``[N_tokens, feature_dim]``."""
+        ...
+
+
+@runtime_checkable
+class Policy(Protocol):
+    """A video-language model that samples answers and scores given answers."""
+
+    name: str
+
+    def generate(
+        self, prompts: Sequence[Prompt], n: int, *, max_new_tokens: int = 32, temperature: float = 1.0
+    ) -> list[list[Rollout]]:
+        """Sample ``n`` candidates per prompt with per-token log-probs."""
+        ...
+
+    def logprobs(self, prompts: Sequence[Prompt], rollouts: Sequence[Rollout]) -> Any:
+        """Per-token log-probs ``[B, L]`` (and mask) of ``rollouts[i]`` given ``prompts[i]``."""
+        ...
+
+    def adapters_disabled(self) -> AbstractContextManager[None]:
+        """Context in which the policy acts as its frozen reference (adapters off)."""
+        ...
+
+    def save(self, directory: str) -> None: ...
+
+
+@runtime_checkable
+class Oracle(Protocol):
+    """Orders a group of candidate answers to one prompt (no trained reward model needed)."""
+
+    name: str
+    needs_context: bool  # wants a narrative of the video
+    needs_reference: bool  # reads ground truth; refused where the benchmark has none
+
+    def rank(self, groups: Sequence[Group]) -> list[Ranking]:
+        """One ranking per group; batched so a judge can serve a whole step at once."""
+        ...
+
+
+@dataclass
+class RankedBatch:
+    """What a loss sees: B groups of G rollouts with their rankings and the tensors the
+    loss declared in ``needs`` (``logprobs``, ``old_logprobs``, ``ref_logprobs``,
+    ``mask``, ``values``, ...), each shaped ``[B*G, L]`` unless documented otherwise."""
+
+    groups: Sequence[Group]
+    rankings: Sequence[Ranking]
+    tensors: dict[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Loss(Protocol):
+    name: str
+    needs: frozenset[str]
+
+    def __call__(self, batch: RankedBatch) -> tuple[Any, dict[str, float]]:
+        """Scalar loss (differentiable) and detached metrics."""
+        ...
+
+
+@runtime_checkable
+class Benchmark(Protocol):
+    """Items with (possibly hidden) ground truth plus a scorer."""
+
+    name: str
+    has_ground_truth: bool
+
+    def prompts(self, split: str) -> Sequence[Prompt]:
+        """``split`` is one of ``sft``, ``rl``, ``test``."""
+        ...
+
+    def frames(self, video: Any, n_frames: int | None = None) -> Any:
+        """Decode ``n_frames`` uniformly sampled uint8 frames ``[T, H, W, 3]``."""
+        ...
+
+    def score(self, prompts: Sequence[Prompt], answers: Sequence[str]) -> Mapping[str, float]:
+        """Metrics table (name -> value), e.g. accuracy per question type."""
+        ...
+
+
+def iter_kinds() -> Iterator[str]:
+    yield from KINDS

@@ -1,0 +1,8 @@
+"""Built-in policies, registered through the oracle_rlaif.plugins entry point like any plugin."""
+
+from rlaif import hookimpl
+
+
+@hookimpl
+def rlaif_register_policies(register):  # type: ignore[no-untyped-def]
+    pass
