@@ -105,6 +105,11 @@ class Benchmark(Protocol):
         """Metrics table (name -> value), e.g. accuracy per question type."""
         ...
 
+    def item_score(self, prompt: Prompt, answer: str) -> float:
+        """Quality of one answer in [0, 1] against ground truth (1 = correct); what a
+        verifier-style oracle ranks by."""
+        ...
+
 
 def iter_kinds() -> Iterator[str]:
     yield from KINDS

@@ -5,4 +5,5 @@ from rlaif import hookimpl
 
 @hookimpl
 def rlaif_register_oracles(register):  # type: ignore[no-untyped-def]
-    pass
+    register("ground-truth", "rlaif.plugins.oracles.ground_truth:GroundTruthOracle",
+             description="Verifier: ranks by correctness against the benchmark's answer (needs ground truth)")

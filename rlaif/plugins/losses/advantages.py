@@ -1,0 +1,223 @@
+"""Turning an oracle's ranking of a group into per-candidate advantages (or scores).
+
+Everything here is plain Python on lists, with no torch, so it can be unit-tested by hand
+and reused by any loss. Advantages are per *candidate* (one number per rollout of a
+group); the losses broadcast them over the rollout's tokens.
+
+Conventions: a group has G candidates indexed ``0..G-1`` in the order of
+``Group.rollouts``; a rank or position is 0 for the best. A failed ranking
+(``ranking.ok`` is false) carries no signal and yields zeros; callers count such groups.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from rlaif.core.records import Ranking
+
+#: Gain functions accepted by :func:`dcg_gain` and :func:`rank_advantages`.
+GAINS: tuple[str, ...] = ("dcg_log", "dcg_secondary", "linear")
+
+RankingOrPositions = Ranking | Sequence[float]
+
+
+class ExperimentalWarning(UserWarning):
+    """Emitted when an experimental, unvalidated advantage mode is switched on."""
+
+
+def dcg_gain(rank: float, kind: str = "dcg_log", group_size: int | None = None) -> float:
+    """Gain of the candidate at ``rank`` (0 = best).
+
+    - ``dcg_log``: ``1 / log2(2 + r)``, the standard DCG discount, so ``g(0) = 1``
+      (Oracle-RLAIF default, methods.md §1).
+    - ``dcg_secondary``: ``1 / ((1 + r) * log2(2 + r))``, the secondary sources' reading.
+    - ``linear``: ``(G - 1 - r) / (G - 1)``, 1 for the best and 0 for the worst; needs
+      ``group_size``; a group of one gets 1.
+    """
+    if rank < 0:
+        raise ValueError(f"rank must be >= 0, got {rank}")
+    if kind == "dcg_log":
+        return 1.0 / math.log2(2.0 + rank)
+    if kind == "dcg_secondary":
+        return 1.0 / ((1.0 + rank) * math.log2(2.0 + rank))
+    if kind == "linear":
+        if group_size is None:
+            raise ValueError("the linear gain needs group_size")
+        if group_size <= 1:
+            return 1.0
+        return (group_size - 1 - rank) / (group_size - 1)
+    raise ValueError(f"unknown gain {kind!r}; expected one of {', '.join(GAINS)}")
+
+
+def rank_blocks(ranking_or_positions: RankingOrPositions) -> list[list[int]]:
+    """Candidates grouped into blocks of equal rank, best block first.
+
+    A :class:`Ranking` gives its ``tie_groups()``. A sequence of positions (one per
+    candidate, lower is better) is read as an *ordering only*: candidates with equal
+    positions form a block, so ``[0, 1.5, 1.5, 3]``, ``[0, 1, 1, 3]`` and ``[0, 1, 1, 2]``
+    all mean "best, then a two-way tie, then worst".
+    """
+    if isinstance(ranking_or_positions, Ranking):
+        ranking = ranking_or_positions
+        if sorted(ranking.order) != list(range(len(ranking.order))):
+            raise ValueError(f"ranking.order must be a permutation of 0..G-1, got {ranking.order}")
+        members = [c for group in ranking.ties for c in group]
+        if any(c not in range(len(ranking.order)) for c in members) or len(members) != len(set(members)):
+            raise ValueError(f"ranking.ties must be disjoint groups of candidates, got {ranking.ties}")
+        return ranking.tie_groups()
+    positions = [float(p) for p in ranking_or_positions]
+    return [[i for i, p in enumerate(positions) if p == value] for value in sorted(set(positions))]
+
+
+def tie_aware_gains(blocks: Sequence[Sequence[int]], gain: str = "dcg_log") -> list[float]:
+    """Gain per candidate; a tie block spanning positions ``s..e`` gets the *mean gain*
+    ``mean(g(s), ..., g(e))`` (not the gain of the mean position; methods.md §1)."""
+    group_size = sum(len(b) for b in blocks)
+    gains = [0.0] * group_size
+    start = 0
+    for block in blocks:
+        span = range(start, start + len(block))
+        mean_gain = sum(dcg_gain(r, gain, group_size) for r in span) / len(block)
+        for c in block:
+            gains[c] = mean_gain
+        start += len(block)
+    return gains
+
+
+def std_normalize(values: Sequence[float], eps: float = 1e-6) -> list[float]:
+    """Divide by the population standard deviation (``unbiased=False``) plus ``eps``."""
+    if not values:
+        return []
+    mean = sum(values) / len(values)
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / len(values))
+    return [v / (std + eps) for v in values]
+
+
+def _failed_size(ranking: Ranking, group_size: int | None) -> int:
+    return group_size if group_size is not None else len(ranking.order)
+
+
+def _check_size(n: int, group_size: int | None) -> None:
+    if group_size is not None and n != group_size:
+        raise ValueError(f"the ranking covers {n} candidates but the group has {group_size}")
+
+
+def rank_advantages(
+    ranking_or_positions: RankingOrPositions,
+    gain: str = "dcg_log",
+    normalize_std: bool = False,
+    eps: float = 1e-6,
+    *,
+    group_size: int | None = None,
+) -> list[float]:
+    """GRPO_rank advantages of one group (Shi et al. 2025, Oracle-RLAIF; methods.md §1).
+
+    ``A_i = g(r_i) - mean_j g(r_j)`` with ``g`` from :func:`dcg_gain` and tied candidates
+    sharing the mean gain of the positions they span. The advantages sum to zero and lie
+    in ``[-1, 1]``; the largest gaps sit at the top of the ranking. With
+    ``normalize_std`` they are divided by their population std plus ``eps``, as GRPO does.
+
+    Worked example (G = 5, ranks 0..4, ``dcg_log``): ``A = +.4103, +.0412, -.0897,
+    -.1590, -.2028``; std-normalised ``+1.855, +.187, -.406, -.719, -.917``.
+
+    A failed ranking gives ``group_size`` zeros (its ``order`` is empty, so pass
+    ``group_size``; without it the length of ``order`` is used). A group of one, or a
+    group whose candidates are all tied, gives zeros too.
+    """
+    if isinstance(ranking_or_positions, Ranking) and not ranking_or_positions.ok:
+        return [0.0] * _failed_size(ranking_or_positions, group_size)
+    blocks = rank_blocks(ranking_or_positions)
+    gains = tie_aware_gains(blocks, gain)
+    _check_size(len(gains), group_size)
+    if not gains:
+        return []
+    mean = sum(gains) / len(gains)
+    advantages = [g - mean for g in gains]
+    return std_normalize(advantages, eps) if normalize_std else advantages
+
+
+def group_normalized_advantages(scores: Sequence[float], eps: float = 1e-6) -> list[float]:
+    """GRPO advantages of one group (Shao et al. 2024; methods.md §4).
+
+    ``A_i = (r_i - mean r) / (std r + eps)`` with the *population* std (``unbiased=False``,
+    as in DeepSeekMath's description; TRL uses the unbiased one). Equal scores give zeros.
+    """
+    scores = [float(s) for s in scores]
+    if not scores:
+        return []
+    mean = sum(scores) / len(scores)
+    return std_normalize([s - mean for s in scores], eps)
+
+
+def rank_to_scores(ranking_or_positions: RankingOrPositions, *, group_size: int | None = None) -> list[float]:
+    """Scores for a rank-only oracle, so score-based losses (``grpo``, ``ppo``) can use it.
+
+    ``score_i = (G - 1 - position_i) / (G - 1)``: 1 for the best, 0 for the worst, tied
+    candidates get the mean of the positions they span (i.e. equal scores). A group of
+    one gets ``[0.0]``; a failed ranking gives ``group_size`` zeros. Scoring oracles set
+    ``ranking.scores``, which the losses use directly instead (see :func:`ranking_scores`).
+    """
+    if isinstance(ranking_or_positions, Ranking) and not ranking_or_positions.ok:
+        return [0.0] * _failed_size(ranking_or_positions, group_size)
+    blocks = rank_blocks(ranking_or_positions)
+    n = sum(len(b) for b in blocks)
+    _check_size(n, group_size)
+    if n <= 1:
+        return [0.0] * n
+    scores = [0.0] * n
+    start = 0
+    for block in blocks:
+        mean_position = start + (len(block) - 1) / 2
+        for c in block:
+            scores[c] = (n - 1 - mean_position) / (n - 1)
+        start += len(block)
+    return scores
+
+
+def ranking_scores(ranking: Ranking, group_size: int) -> list[float] | None:
+    """Per-candidate scores of one group, or ``None`` if the ranking failed.
+
+    A scoring oracle's ``ranking.scores`` are used as they are; otherwise the ranks are
+    mapped with :func:`rank_to_scores`.
+    """
+    if not ranking.ok:
+        return None
+    if ranking.scores is not None:
+        _check_size(len(ranking.scores), group_size)
+        return [float(s) for s in ranking.scores]
+    return rank_to_scores(ranking, group_size=group_size)
+
+
+def pred_vs_oracle_advantages(
+    ranking_or_positions: RankingOrPositions,
+    policy_scores: Sequence[float],
+    gain: str = "dcg_log",
+    *,
+    group_size: int | None = None,
+) -> list[float]:
+    """EXPERIMENTAL "prediction vs oracle" advantages (secondary reading of Oracle-RLAIF).
+
+    ``r_hat_i`` is candidate i's rank under the policy (by ``policy_scores``, e.g. the
+    sequence log-prob; higher is better, exact ties share the mean gain), ``r_i`` its
+    oracle rank, ``delta_i = 1 - g(r_hat_i) / g(r_i)`` and ``A_i = mean_j delta_j - delta_i``.
+
+    Flagged experimental (methods.md §1): as written it can reinforce the oracle's worst
+    answer, e.g. a worst answer the policy ranks first gets ``delta < 0`` and so a large
+    positive advantage. A policy that agrees with the oracle gets all zeros. Needs a
+    strictly positive gain (``dcg_log`` or ``dcg_secondary``).
+    """
+    if gain not in ("dcg_log", "dcg_secondary"):
+        raise ValueError(f"pred_vs_oracle needs a strictly positive gain (dcg_log or dcg_secondary), got {gain!r}")
+    if isinstance(ranking_or_positions, Ranking) and not ranking_or_positions.ok:
+        return [0.0] * _failed_size(ranking_or_positions, group_size)
+    oracle_gains = tie_aware_gains(rank_blocks(ranking_or_positions), gain)
+    _check_size(len(oracle_gains), group_size)
+    if len(policy_scores) != len(oracle_gains):
+        raise ValueError(f"{len(policy_scores)} policy scores for {len(oracle_gains)} candidates")
+    policy_gains = tie_aware_gains(rank_blocks([-float(s) for s in policy_scores]), gain)
+    deltas = [1.0 - p / o for p, o in zip(policy_gains, oracle_gains)]
+    if not deltas:
+        return []
+    mean = sum(deltas) / len(deltas)
+    return [mean - d for d in deltas]
