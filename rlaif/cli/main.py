@@ -8,8 +8,14 @@ from __future__ import annotations
 
 from rlaif.cli.app import app, run_app
 from rlaif.cli.plugins import plugins_app
+from rlaif.cli.run import plot_command, replay_command, run_command
+from rlaif.cli.store import store_app
 
 app.add_typer(plugins_app, name="plugins")
+app.add_typer(store_app, name="store")
+app.command("run")(run_command)
+app.command("replay")(replay_command)
+app.command("plot")(plot_command)
 
 
 def main() -> None:

@@ -215,12 +215,22 @@ class Registry:
 
         ``options`` come from the user (config file or CLI) and are checked against the
         factory's signature, so a misspelt option is a one-line error naming the valid
-        ones; ``extra`` are wiring arguments supplied by the loop (not checked)."""
+        ones. ``extra`` are wiring arguments the loop offers (``benchmark=``,
+        ``policy=``, ``store=``); each is passed only if the factory accepts it."""
         spec = self.get(kind, name)
         factory = spec.resolve()
         options = dict(options or {})
         check_options(f"{kind} {name!r}", factory, options)
-        return factory(**options, **extra)
+        wiring = {k: v for k, v in extra.items() if k not in options and accepts_keyword(factory, k)}
+        return factory(**options, **wiring)
+
+
+def accepts_keyword(factory: Callable[..., Any], name: str) -> bool:
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        return False
+    return name in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
 
 
 def check_options(what: str, factory: Callable[..., Any], options: dict[str, Any]) -> None:

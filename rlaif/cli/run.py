@@ -1,0 +1,105 @@
+"""``rlaif run``, ``rlaif replay`` and ``rlaif plot``: wiring only; the loop itself lives
+in :mod:`rlaif.train.rl`."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from rlaif.cli.app import console, handle_errors
+
+# typer needs real Optional[...] annotations at runtime on Python 3.10
+# ruff: noqa: UP045
+
+
+def known_components() -> dict[str, list[str]]:
+    from rlaif.core.protocols import KINDS
+    from rlaif.core.registry import load_plugins
+
+    registry = load_plugins()
+    return {kind: registry.names(kind) for kind in KINDS}
+
+
+@handle_errors
+def run_command(
+    oracle: Optional[str] = typer.Option(None, "--oracle", help="Oracle name (see `rlaif plugins list`)."),
+    loss: Optional[str] = typer.Option(None, "--loss", help="grpo-rank | grpo | ppo | dpo | ..."),
+    config: Optional[Path] = typer.Option(None, "--config", help="Run TOML file."),
+    policy: Optional[str] = typer.Option(None, "--policy", help="Policy checkpoint dir (default: embedded SFT)."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="RL steps."),
+    group_size: Optional[int] = typer.Option(None, "--group-size", help="Candidates per prompt (G)."),
+    prompts_per_step: Optional[int] = typer.Option(None, "--prompts-per-step", help="Prompts per step (B)."),
+    seed: Optional[int] = typer.Option(None, "--seed"),
+    run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="Where to write (default runs/<time>-<oracle>-<loss>)."),
+    resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the run in this directory."),
+    as_json: bool = typer.Option(False, "--json", help="End with one JSON summary line."),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """Sample, rank with an oracle, store and update: the RL loop."""
+    from rlaif.core.config import config_from_dict, load_config
+    from rlaif.core.registry import load_plugins
+    from rlaif.train.rl import RUN_ID, run_rl
+
+    registry = load_plugins()
+    if resume is not None:
+        from rlaif.core.store import RunStore
+
+        with RunStore(resume, readonly=True) as store:
+            info = store.get_run(RUN_ID)
+        if info is None:
+            raise typer.BadParameter(f"{resume} holds no run to resume", param_hint="--resume")
+        cfg = config_from_dict(info.config, source=str(resume), known_components=known_components())
+        target = resume
+    else:
+        overrides: dict[str, Any] = {
+            "oracle.name": oracle, "loss.name": loss, "policy.path": policy, "run.steps": steps,
+            "run.group_size": group_size, "run.prompts_per_step": prompts_per_step, "run.seed": seed,
+        }
+        cfg = load_config(config, overrides, known_components())
+        target = run_dir or Path("runs") / (
+            f"{time.strftime('%Y%m%d-%H%M%S')}-{cfg.choice('oracle').name}-{cfg.choice('loss').name}"
+        )
+    summary = run_rl(target, cfg, registry, resume=resume is not None, progress=progress and not as_json)
+    if as_json:
+        print(summary.to_json())
+    else:
+        console.print(f"[green]done[/] {summary.steps} steps in {summary.wall_seconds:.0f}s -> {summary.run_dir}; "
+                      f"test accuracy {summary.sft_accuracy} (SFT) -> {summary.final_accuracy}")
+
+
+@handle_errors
+def replay_command(
+    run_dir: Path = typer.Argument(..., help="A run directory written by `rlaif run`."),
+    loss: str = typer.Option(..., "--loss", help="Loss to train with on the stored data."),
+    oracle: Optional[str] = typer.Option(None, "--oracle", help="Whose stored rankings to use (default: the run's)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output dir (default RUN_DIR/replays/<loss>)."),
+    as_json: bool = typer.Option(False, "--json"),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """Train a fresh policy from stored rollouts and rankings (no oracle calls)."""
+    from rlaif.core.registry import load_plugins
+    from rlaif.train.rl import replay_run
+
+    registry = load_plugins()
+    registry.get("loss", loss)
+    summary = replay_run(run_dir, loss, registry, oracle=oracle, out_dir=out, progress=progress and not as_json)
+    if as_json:
+        print(summary.to_json())
+    else:
+        console.print(f"[green]replayed[/] {summary.steps} steps with {loss} -> {summary.run_dir}; "
+                      f"test accuracy {summary.final_accuracy}")
+
+
+@handle_errors
+def plot_command(
+    run_dir: Path = typer.Argument(..., help="A run (or replay) directory with metrics.csv."),
+) -> None:
+    """Write PNG curves of reward, KL, loss and accuracy next to metrics.csv."""
+    from rlaif.train.plots import plot_metrics
+
+    written = plot_metrics(run_dir)
+    for path in written:
+        console.print(str(path))

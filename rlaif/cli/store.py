@@ -1,0 +1,64 @@
+"""``rlaif store``: look inside a run's LMDB store and export it as JSONL."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from rlaif.cli.app import console, handle_errors
+
+store_app = typer.Typer(help="Inspect and export run stores.", no_args_is_help=True)
+
+
+@store_app.command("inspect")
+@handle_errors
+def inspect_store(
+    run_dir: Path = typer.Argument(..., help="A run directory written by `rlaif run`."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """Runs, steps, record counts per shard kind, oracles and size on disk."""
+    from rlaif.core.store import RunStore
+
+    with RunStore(run_dir, readonly=True) as store:
+        stats = store.stats()
+    if as_json:
+        print(json.dumps(stats, indent=2, default=str))
+        return
+    from rich.table import Table
+
+    table = Table(title=f"store {run_dir}")
+    table.add_column("field")
+    table.add_column("value")
+    for key, value in stats.items():
+        table.add_row(str(key), json.dumps(value, default=str) if isinstance(value, (dict, list)) else str(value))
+    console.print(table)
+
+
+@store_app.command("export")
+@handle_errors
+def export_store(
+    run_dir: Path = typer.Argument(..., help="A run directory written by `rlaif run`."),
+    to: Path = typer.Option(..., "--to", help="Output JSONL file."),
+) -> None:
+    """Write every record as one JSON object per line (round-trips with `store import`)."""
+    from rlaif.core.store import RunStore
+
+    with RunStore(run_dir, readonly=True) as store:
+        count = store.export(to)
+    console.print(f"wrote {count} records to {to}")
+
+
+@store_app.command("import")
+@handle_errors
+def import_store(
+    run_dir: Path = typer.Argument(..., help="A new (empty) run directory."),
+    source: Path = typer.Option(..., "--from", help="A JSONL file written by `store export`."),
+) -> None:
+    """Load a JSONL export into a new store."""
+    from rlaif.core.store import RunStore
+
+    with RunStore(run_dir) as store:
+        count = store.import_jsonl(source)
+    console.print(f"imported {count} records into {run_dir}")

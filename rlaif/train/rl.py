@@ -1,0 +1,586 @@
+"""The RL loop (``rlaif run``) and its replay (``rlaif replay``), written as one recipe.
+
+One step, top to bottom:
+  1. draw this step's prompts from the benchmark's RL split (seeded by (seed, step), so a
+     resumed run draws exactly what an uninterrupted one would);
+  2. sample G candidates per prompt with the current policy (old log-probs come with them);
+  3. ask the oracle for one ranking per group (reference answers and narratives are shown
+     only to oracles that declare they need them);
+  4. commit the step's rollouts and rankings to the LMDB store in one transaction;
+  5. compute the loss on the stored batch (``inner_epochs`` passes) and update the policy,
+     averaging gradients across data-parallel processes;
+  6. log metrics (store, CSV, progress bar), evaluate and checkpoint every K steps.
+
+Resume: a checkpoint holds the trainable weights and optimizer state at some step c; the
+steps after c that the store already holds are *replayed* from stored data (no sampling,
+no oracle call), then the loop continues live. Because sampling is seeded per step, a
+killed-and-resumed run stores exactly the rollouts and rankings an uninterrupted run does.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import random
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from rlaif.core.config import RunConfig
+from rlaif.core.errors import StoreError, UsageError
+from rlaif.core.protocols import RankedBatch
+from rlaif.core.records import Group, Prompt, Ranking, Rollout, RunInfo
+from rlaif.core.registry import Registry
+
+RUN_ID = "main"
+
+
+@dataclass
+class Components:
+    benchmark: Any
+    policy: Any
+    oracle: Any
+    loss: Any
+
+
+@dataclass
+class StepData:
+    """Everything the update needs for one step: aligned groups and rankings."""
+
+    step: int
+    groups: list[Group]
+    rankings: list[Ranking]
+    sample_seconds: float = 0.0
+    rank_seconds: float = 0.0
+    oracle_calls: int = 0
+
+
+@dataclass
+class RunSummary:
+    run_dir: str
+    steps: int
+    sft_accuracy: float | None
+    final_accuracy: float | None
+    wall_seconds: float
+    oracle_calls: int
+    oracle: str
+    loss: str
+    eval: dict[str, float] = field(default_factory=dict)
+    sft_eval: dict[str, float] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps(self.__dict__, sort_keys=True)
+
+
+# --------------------------------------------------------------------------- helpers
+def select_prompts(pool: Sequence[Prompt], step: int, seed: int, k: int) -> list[Prompt]:
+    """This step's prompts: a seeded draw that depends only on (seed, step)."""
+    rng = random.Random(f"{seed}:{step}")
+    return rng.sample(list(pool), min(k, len(pool)))
+
+
+def visible_prompt(prompt: Prompt, oracle: Any) -> Prompt:
+    """Hide ground truth from oracles that did not ask for it."""
+    if getattr(oracle, "needs_reference", False):
+        return prompt
+    meta = {k: v for k, v in prompt.meta.items() if not k.startswith("gold")}
+    return replace(prompt, reference=None, meta=meta)
+
+
+def pad_rows(rows: Sequence[Sequence[float]], length: int, value: float = 0.0) -> Any:
+    import torch
+
+    out = torch.full((len(rows), length), value, dtype=torch.float32)
+    for i, row in enumerate(rows):
+        n = min(len(row), length)
+        if n:
+            out[i, :n] = torch.tensor(list(row[:n]), dtype=torch.float32)
+    return out
+
+
+def seed_everything(seed: int) -> None:
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def build_components(config: RunConfig, registry: Registry, *, store: Any = None,
+                     policy_path: str | None = None) -> Components:
+    """Build benchmark, policy, oracle and loss from the registry, wiring them together."""
+    choice = config.choice
+    benchmark = registry.build("benchmark", choice("benchmark").name, choice("benchmark").options)
+    policy_options = dict(choice("policy").options)
+    if policy_path is not None:
+        policy_options["path"] = policy_path
+    policy = registry.build("policy", choice("policy").name, policy_options, benchmark=benchmark,
+                            seed=config.run.seed)
+    oracle = registry.build("oracle", choice("oracle").name, choice("oracle").options, benchmark=benchmark,
+                            policy=policy, store=store)
+    loss = registry.build("loss", choice("loss").name, choice("loss").options)
+    return Components(benchmark, policy, oracle, loss)
+
+
+def default_policy_path(config: RunConfig, benchmark: Any, progress: bool) -> str | None:
+    """The SFT checkpoint RL starts from: ``[policy] path`` if given, else the embedded
+    default built (once, cached) by ``rlaif sft``."""
+    options = config.choice("policy").options
+    if options.get("path") or config.choice("policy").name != "tiny-video-lm":
+        return None
+    from rlaif.train.sft import default_sft_dir, run_sft
+
+    out = default_sft_dir(benchmark, seed=config.run.seed)
+    run_sft(out, benchmark=benchmark, seed=config.run.seed, progress=progress)
+    return str(out)
+
+
+# --------------------------------------------------------------------------- the step
+def gather_context(groups: list[Group], oracle: Any, context_fn: Callable[[Prompt], str] | None) -> list[Group]:
+    if not getattr(oracle, "needs_context", False) or context_fn is None:
+        return groups
+    return [replace(g, context=context_fn(g.prompt)) for g in groups]
+
+
+def sample_step(step: int, prompts: list[Prompt], comp: Components, config: RunConfig,
+                context_fn: Callable[[Prompt], str] | None = None) -> StepData:
+    """Sample G candidates per prompt and have the oracle rank them."""
+    import torch
+
+    run = config.run
+    torch.manual_seed(hash((run.seed, step, "sample")) % (2**31))
+    start = time.perf_counter()
+    with torch.no_grad():
+        candidates = comp.policy.generate(prompts, run.group_size, max_new_tokens=run.max_new_tokens,
+                                          temperature=run.temperature)
+    sampled = time.perf_counter()
+    groups = [Group(visible_prompt(p, comp.oracle), rs) for p, rs in zip(prompts, candidates, strict=True)]
+    groups = gather_context(groups, comp.oracle, context_fn)
+    rankings = list(comp.oracle.rank(groups)) if groups else []
+    ranked = time.perf_counter()
+    # Keep the full prompts (with references) for the update and the store.
+    groups = [replace(g, prompt=p) for g, p in zip(groups, prompts, strict=True)]
+    return StepData(step, groups, rankings, sampled - start, ranked - sampled, oracle_calls=1 if groups else 0)
+
+
+def loss_tensors(data: StepData, comp: Components) -> dict[str, Any]:
+    """The tensors every inner epoch reuses: old and reference log-probs, old values."""
+    import torch
+
+    needs = comp.loss.needs
+    prompts = [g.prompt for g in data.groups for _ in g.rollouts]
+    rollouts = [r for g in data.groups for r in g.rollouts]
+    tensors: dict[str, Any] = {}
+    with torch.no_grad():
+        if "ref_logprobs" in needs:
+            with comp.policy.adapters_disabled():
+                ref = comp.policy.forward_responses(prompts, rollouts)
+            tensors["ref_logprobs"] = ref["logprobs"].detach()  # [B*G, L]
+        if "old_values" in needs:
+            tensors["old_values"] = comp.policy.forward_responses(prompts, rollouts, with_values=True)[
+                "values"
+            ].detach()
+    tensors["finished"] = torch.tensor([r.finished for r in rollouts], dtype=torch.bool)  # [B*G]
+    return tensors
+
+
+def update_policy(data: StepData, comp: Components, optimizer: Any, config: RunConfig,
+                  accelerator: Any) -> dict[str, float]:
+    """``inner_epochs`` passes of the loss over the step's batch; gradients are averaged
+    across processes so every rank applies the same update."""
+    import torch
+
+    if not data.groups:
+        return {}
+    prompts = [g.prompt for g in data.groups for _ in g.rollouts]
+    rollouts = [r for g in data.groups for r in g.rollouts]
+    fixed = loss_tensors(data, comp)
+    params = list(comp.policy.trainable_parameters())
+    metrics: dict[str, float] = {}
+    for _ in range(config.run.inner_epochs):
+        out = comp.policy.forward_responses(prompts, rollouts, with_values="values" in comp.loss.needs)
+        logprobs, mask = out["logprobs"], out["mask"]  # [B*G, L]
+        tensors = dict(fixed)
+        tensors.update(logprobs=logprobs, mask=mask,
+                       old_logprobs=pad_rows([r.logprobs for r in rollouts], logprobs.shape[1]))
+        if "values" in out:
+            tensors["values"] = out["values"]
+        if "ref_logprobs" in tensors and tensors["ref_logprobs"].shape != logprobs.shape:
+            raise RuntimeError("reference and policy log-probs differ in shape")
+        loss, metrics = comp.loss(RankedBatch(data.groups, data.rankings, tensors))
+        optimizer.zero_grad(set_to_none=False)
+        loss.backward()
+        if accelerator is not None and accelerator.num_processes > 1:
+            for p in params:
+                if p.grad is not None:
+                    p.grad.copy_(accelerator.reduce(p.grad, reduction="mean"))
+        metrics["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, 1.0))
+        optimizer.step()
+    return metrics
+
+
+def step_metrics(data: StepData) -> dict[str, float]:
+    scores = [s for rk in data.rankings if rk.scores for s in rk.scores]
+    rollouts = [r for g in data.groups for r in g.rollouts]
+    tokens = sum(len(r.token_ids) for r in rollouts)
+    out = {
+        "rank_failures": float(sum(not rk.ok for rk in data.rankings)),
+        "response_tokens": float(tokens / max(len(rollouts), 1)),
+        "sample_s": data.sample_seconds,
+        "rank_s": data.rank_seconds,
+        "tokens_per_s": tokens / data.sample_seconds if data.sample_seconds else 0.0,
+    }
+    if scores:
+        out["reward_mean"] = sum(scores) / len(scores)
+        best = [rk.scores[rk.order[0]] for rk in data.rankings if rk.scores and rk.order]
+        out["reward_best"] = sum(best) / max(len(best), 1)
+    return out
+
+
+# --------------------------------------------------------------------------- checkpoints
+def trainable_state(policy: Any) -> dict[str, Any]:
+    named = getattr(policy, "named_trainable_parameters", None)
+    items = list(named()) if named else [(f"p{i}", p) for i, p in enumerate(policy.trainable_parameters())]
+    return {name: p.detach().clone().contiguous() for name, p in items}
+
+
+def save_checkpoint(run_dir: Path, step: int, policy: Any, optimizer: Any) -> Path:
+    """Trainable weights (safetensors), optimizer state and the step, written to a temp
+    dir and renamed so a kill never leaves half a checkpoint."""
+    import torch
+    from safetensors.torch import save_file
+
+    final = run_dir / "checkpoints" / f"step-{step:06d}"
+    tmp = final.with_name(final.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_file(trainable_state(policy), str(tmp / "trainable.safetensors"))
+    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+    (tmp / "state.json").write_text(json.dumps({"step": step}))
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    return final
+
+
+def latest_checkpoint(run_dir: Path) -> tuple[int, Path] | None:
+    found = sorted(p for p in (run_dir / "checkpoints").glob("step-*") if not p.name.endswith(".tmp"))
+    if not found:
+        return None
+    path = found[-1]
+    return int(json.loads((path / "state.json").read_text())["step"]), path
+
+
+def load_checkpoint(path: Path, policy: Any, optimizer: Any) -> None:
+    import torch
+    from safetensors.torch import load_file
+
+    saved = load_file(str(path / "trainable.safetensors"))
+    current = trainable_state(policy)
+    if saved.keys() != current.keys():
+        raise StoreError(f"{path}: checkpoint does not match this policy's trainable parameters")
+    named = getattr(policy, "named_trainable_parameters", None)
+    items = list(named()) if named else [(f"p{i}", p) for i, p in enumerate(policy.trainable_parameters())]
+    with torch.no_grad():
+        for name, p in items:
+            p.copy_(saved[name])
+    optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
+
+
+# --------------------------------------------------------------------------- logging
+class MetricsLog:
+    """Per-step metrics to the store and to ``metrics.csv`` (columns grow as needed)."""
+
+    def __init__(self, run_dir: Path, store: Any) -> None:
+        self.path = run_dir / "metrics.csv"
+        self.store = store
+        self.rows: list[dict[str, Any]] = []
+        if self.path.exists():
+            with self.path.open() as fh:
+                self.rows = list(csv.DictReader(fh))
+
+    def log(self, step: int, metrics: dict[str, float]) -> None:
+        """Add ``metrics`` to the row of ``step`` (merging with what is already there)."""
+        old = next((r for r in self.rows if int(float(r["step"])) == step), {})
+        row = {**old, "step": step, **{k: round(float(v), 6) for k, v in metrics.items()}}
+        self.rows = [r for r in self.rows if int(float(r["step"])) != step] + [row]
+        if self.store is not None:
+            self.store.put_metrics(RUN_ID, step, row)
+        columns: list[str] = []
+        for r in self.rows:
+            columns += [c for c in r if c not in columns]
+        tmp = self.path.with_suffix(".tmp")
+        with tmp.open("w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=columns)
+            writer.writeheader()
+            writer.writerows(self.rows)
+        os.replace(tmp, self.path)
+
+
+def evaluate(comp: Components, config: RunConfig) -> dict[str, float]:
+    from rlaif.train.evaluate import evaluate_policy
+
+    return dict(evaluate_policy(comp.policy, comp.benchmark, split="test", limit=config.run.eval_items))
+
+
+# --------------------------------------------------------------------------- the loop
+def make_accelerator(config: RunConfig) -> Any:
+    import torch
+    from accelerate import Accelerator
+
+    return Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=config.run.mixed_precision)
+
+
+def make_optimizer(policy: Any, config: RunConfig) -> Any:
+    import torch
+
+    return torch.optim.AdamW(list(policy.trainable_parameters()), lr=config.run.lr, weight_decay=0.0)
+
+
+def run_rl(run_dir: str | Path, config: RunConfig, registry: Registry, *, resume: bool = False,
+           progress: bool = True, context_fn: Callable[[Prompt], str] | None = None,
+           on_step: Callable[[int], None] | None = None) -> RunSummary:
+    """Run (or resume) RL in ``run_dir``; see the module docstring for the recipe."""
+    from rlaif.core.store import RunStore
+
+    run_dir = Path(run_dir)
+    started = time.perf_counter()
+    accelerator = make_accelerator(config)
+    main = accelerator.is_main_process
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if main and not resume and (run_dir / "checkpoints").exists():
+        raise UsageError(f"{run_dir} already holds a run; pass --resume {run_dir} or choose a new directory")
+    seed_everything(config.run.seed)
+
+    store = RunStore(run_dir) if main else None
+    if store is not None and not resume:
+        store.put_run(RunInfo(RUN_ID, config.to_dict(), config.run.seed, time.time(), _version()))
+    accelerator.wait_for_everyone()
+
+    benchmark_probe = registry.build("benchmark", config.choice("benchmark").name,
+                                     config.choice("benchmark").options)
+    policy_path = None
+    if main:
+        policy_path = default_policy_path(config, benchmark_probe, progress)
+    accelerator.wait_for_everyone()
+    if not main:
+        policy_path = default_policy_path(config, benchmark_probe, progress=False)
+    comp = build_components(config, registry, store=store, policy_path=policy_path)
+    if hasattr(comp.policy, "to"):
+        comp.policy.to(accelerator.device)
+    optimizer = make_optimizer(comp.policy, config)
+    log = MetricsLog(run_dir, store)
+
+    # ---- where to start: checkpoint, then replay of committed-but-unsaved steps
+    start_step, oracle_calls = 0, 0
+    reader = store if store is not None else RunStore(run_dir, readonly=True)
+    committed = reader.last_committed_step(RUN_ID) if resume else None
+    if resume:
+        found = latest_checkpoint(run_dir)
+        if found is not None:
+            start_step, path = found
+            load_checkpoint(path, comp.policy, optimizer)
+    prompts_pool = list(comp.benchmark.prompts("rl"))
+    prompts_by_id = {p.prompt_id: p for p in prompts_pool}
+    rank, world = accelerator.process_index, accelerator.num_processes
+
+    sft_eval: dict[str, float] = {}
+    if main and not resume:
+        sft_eval = evaluate(comp, config)
+        log.log(0, {f"eval/{k}": v for k, v in sft_eval.items()})
+
+    bar = _Progress(config.run.steps, start_step, enabled=progress and main)
+    for step in range(start_step + 1, config.run.steps + 1):
+        if committed is not None and step <= committed:
+            data = stored_step(reader, step, comp.oracle.name, prompts_by_id)
+        else:
+            prompts = select_prompts(prompts_pool, step, config.run.seed, config.run.prompts_per_step)
+            data = sample_step(step, prompts[rank::world], comp, config, context_fn)
+            data = gather_step(data, accelerator)
+            oracle_calls += data.oracle_calls
+            if store is not None:
+                store.commit_step(RUN_ID, step, rollouts=[r for g in data.groups for r in g.rollouts],
+                                  rankings=data.rankings)
+            accelerator.wait_for_everyone()
+        local = _shard(data, rank, world)
+        metrics = update_policy(local, comp, optimizer, config, accelerator)
+        metrics.update(step_metrics(data))
+        metrics = _mean_across(metrics, accelerator)
+        if config.run.eval_every and step % config.run.eval_every == 0 and step != config.run.steps and main:
+            metrics.update({f"eval/{k}": v for k, v in evaluate(comp, config).items()})
+        if main:
+            log.log(step, metrics)
+        if step % config.run.checkpoint_every == 0 or step == config.run.steps:
+            if main:
+                save_checkpoint(run_dir, step, comp.policy, optimizer)
+            accelerator.wait_for_everyone()
+        bar.advance(step, metrics)
+        if on_step is not None:
+            on_step(step)
+    bar.close()
+
+    final_eval: dict[str, float] = {}
+    if main:
+        final_eval = evaluate(comp, config)
+        log.log(config.run.steps, {f"eval/{k}": v for k, v in final_eval.items()})
+        if not sft_eval:
+            sft_eval = {k.removeprefix("eval/"): float(v) for k, v in _first_row(log).items()
+                        if k.startswith("eval/")}
+        comp.policy.save(str(run_dir / "policy"))
+        store.close()
+    accelerator.wait_for_everyone()
+    return RunSummary(
+        run_dir=str(run_dir), steps=config.run.steps,
+        sft_accuracy=sft_eval.get("acc/all"), final_accuracy=final_eval.get("acc/all"),
+        wall_seconds=time.perf_counter() - started, oracle_calls=oracle_calls,
+        oracle=config.choice("oracle").name, loss=config.choice("loss").name,
+        eval=final_eval, sft_eval=sft_eval,
+    )
+
+
+def _first_row(log: MetricsLog) -> dict[str, Any]:
+    for row in log.rows:
+        if int(float(row["step"])) == 0:
+            return row
+    return {}
+
+
+def _version() -> str:
+    from rlaif import __version__
+
+    return __version__
+
+
+def stored_step(store: Any, step: int, oracle: str, prompts_by_id: dict[str, Prompt],
+                run_id: str = RUN_ID) -> StepData:
+    """Rebuild a step's groups and rankings from the store (used by resume and replay).
+    Prompts are not stored: rollouts name them, and the benchmark holds them."""
+    rollouts = list(store.iter_shard("rollouts", run_id, step))
+    rankings = list(store.iter_shard("rankings", run_id, step, oracle=oracle))
+    by_prompt: dict[str, list[Rollout]] = {}
+    for r in rollouts:
+        by_prompt.setdefault(r.prompt_id, []).append(r)
+    groups = []
+    for ranking in rankings:
+        if ranking.prompt_id not in prompts_by_id:
+            raise StoreError(f"stored prompt {ranking.prompt_id!r} is not in the benchmark's RL split; "
+                             "replay with the benchmark options the run used")
+        rs = sorted(by_prompt.get(ranking.prompt_id, []), key=lambda r: r.index)
+        groups.append(Group(prompts_by_id[ranking.prompt_id], rs))
+    return StepData(step, groups, rankings)
+
+
+def gather_step(data: StepData, accelerator: Any) -> StepData:
+    """All ranks' groups in rank order, so rank 0 can commit the whole step."""
+    if accelerator.num_processes == 1:
+        return data
+    from accelerate.utils import gather_object
+
+    groups = gather_object([data.groups])
+    rankings = gather_object([data.rankings])
+    return replace(data, groups=[g for part in groups for g in part],
+                   rankings=[r for part in rankings for r in part])
+
+
+def _shard(data: StepData, rank: int, world: int) -> StepData:
+    if world == 1:
+        return data
+    return replace(data, groups=data.groups[rank::world], rankings=data.rankings[rank::world])
+
+
+def _mean_across(metrics: dict[str, float], accelerator: Any) -> dict[str, float]:
+    if accelerator.num_processes == 1:
+        return metrics
+    from accelerate.utils import gather_object
+
+    parts = gather_object([metrics])
+    keys = set().union(*parts)
+    return {k: sum(p.get(k, 0.0) for p in parts) / len(parts) for k in keys}
+
+
+class _Progress:
+    """A rich progress bar with the numbers people watch: reward, KL, loss, tokens/s."""
+
+    def __init__(self, total: int, done: int, enabled: bool) -> None:
+        self.enabled = enabled
+        if not enabled:
+            return
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.progress = Progress(TextColumn("[bold]rl"), BarColumn(), MofNCompleteColumn(),
+                                 TimeRemainingColumn(), TextColumn("{task.fields[info]}"))
+        self.progress.start()
+        self.task = self.progress.add_task("rl", total=total, completed=done, info="")
+
+    def advance(self, step: int, metrics: dict[str, float]) -> None:
+        if not self.enabled:
+            return
+        shown = [("reward", "reward_mean"), ("kl", "kl"), ("loss", "loss"), ("tok/s", "tokens_per_s"),
+                 ("acc", "eval/acc/all")]
+        info = "  ".join(f"{label} {metrics[key]:.3f}" for label, key in shown if key in metrics)
+        self.progress.update(self.task, completed=step, info=info)
+
+    def close(self) -> None:
+        if self.enabled:
+            self.progress.stop()
+
+
+# --------------------------------------------------------------------------- replay
+def replay_run(run_dir: str | Path, loss: str, registry: Registry, *, loss_options: dict[str, Any] | None = None,
+               oracle: str | None = None, out_dir: str | Path | None = None, progress: bool = True) -> RunSummary:
+    """Train a fresh policy (the run's starting point) on the run's stored rollouts and
+    rankings with another loss: no sampling and no oracle call, so the data is held fixed
+    and only the loss changes. Results go to ``RUN_DIR/replays/<loss>/`` by default."""
+    from rlaif.core.config import ComponentChoice, config_from_dict
+    from rlaif.core.store import RunStore
+
+    started = time.perf_counter()
+    run_dir = Path(run_dir)
+    source = RunStore(run_dir, readonly=True)
+    info = source.get_run(RUN_ID)
+    if info is None:
+        raise StoreError(f"{run_dir}: no run recorded in this store; check the path")
+    config = config_from_dict(info.config, source=str(run_dir))
+    config.components["loss"] = ComponentChoice(loss, dict(loss_options or {}))
+    oracle_name = oracle or config.choice("oracle").name
+    steps = source.steps(RUN_ID, kind="rankings", oracle=oracle_name)
+    if not steps:
+        raise StoreError(f"{run_dir}: no rankings by oracle {oracle_name!r}; stored oracles: "
+                         f"{', '.join(source.oracles(RUN_ID)) or 'none'}")
+    out = Path(out_dir) if out_dir else run_dir / "replays" / loss
+    out.mkdir(parents=True, exist_ok=True)
+    seed_everything(config.run.seed)
+
+    benchmark = registry.build("benchmark", config.choice("benchmark").name, config.choice("benchmark").options)
+    policy_path = default_policy_path(config, benchmark, progress)
+    policy_options = dict(config.choice("policy").options)
+    if policy_path is not None:
+        policy_options["path"] = policy_path
+    policy = registry.build("policy", config.choice("policy").name, policy_options, benchmark=benchmark,
+                            seed=config.run.seed)
+    comp = Components(benchmark, policy, oracle=None, loss=registry.build("loss", loss, loss_options or {}))
+    optimizer = make_optimizer(policy, config)
+    prompts_by_id = {p.prompt_id: p for p in benchmark.prompts("rl")}
+    log = MetricsLog(out, None)
+    bar = _Progress(len(steps), 0, enabled=progress)
+    for i, step in enumerate(steps, start=1):
+        data = stored_step(source, step, oracle_name, prompts_by_id)
+        metrics = update_policy(data, comp, optimizer, config, accelerator=None)
+        metrics.update(step_metrics(data))
+        log.log(step, metrics)
+        bar.advance(i, metrics)
+    bar.close()
+    final_eval = evaluate(comp, config)
+    log.log(steps[-1], {f"eval/{k}": v for k, v in final_eval.items()})
+    policy.save(str(out / "policy"))
+    source.close()
+    summary = RunSummary(run_dir=str(out), steps=len(steps), sft_accuracy=None,
+                         final_accuracy=final_eval.get("acc/all"), wall_seconds=time.perf_counter() - started,
+                         oracle_calls=0, oracle=oracle_name, loss=loss, eval=final_eval)
+    (out / "summary.json").write_text(summary.to_json())
+    return summary
