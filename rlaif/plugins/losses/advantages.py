@@ -208,7 +208,9 @@ def pred_vs_oracle_advantages(
     strictly positive gain (``dcg_log`` or ``dcg_secondary``).
     """
     if gain not in ("dcg_log", "dcg_secondary"):
-        raise ValueError(f"pred_vs_oracle needs a strictly positive gain (dcg_log or dcg_secondary), got {gain!r}")
+        raise ValueError(
+            f"pred_vs_oracle needs a strictly positive gain (dcg_log or dcg_secondary), got {gain!r}"
+        )
     if isinstance(ranking_or_positions, Ranking) and not ranking_or_positions.ok:
         return [0.0] * _failed_size(ranking_or_positions, group_size)
     oracle_gains = tie_aware_gains(rank_blocks(ranking_or_positions), gain)
@@ -216,7 +218,7 @@ def pred_vs_oracle_advantages(
     if len(policy_scores) != len(oracle_gains):
         raise ValueError(f"{len(policy_scores)} policy scores for {len(oracle_gains)} candidates")
     policy_gains = tie_aware_gains(rank_blocks([-float(s) for s in policy_scores]), gain)
-    deltas = [1.0 - p / o for p, o in zip(policy_gains, oracle_gains)]
+    deltas = [1.0 - p / o for p, o in zip(policy_gains, oracle_gains, strict=True)]
     if not deltas:
         return []
     mean = sum(deltas) / len(deltas)

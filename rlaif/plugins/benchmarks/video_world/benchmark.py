@@ -1,0 +1,366 @@
+"""The ``video-world`` benchmark: procedural mp4 videos of moving shapes with ground truth.
+
+Built once per option set into a cache folder (mp4 files plus ``index.json``; no pickle)
+and reused instantly afterwards. The index is written last, atomically, so a build that
+was killed is simply redone. Frames are read back through :func:`read_frames`, the same
+PyAV loader a real dataset would use.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rlaif.core.errors import UsageError
+from rlaif.core.records import Prompt, VideoRef
+from rlaif.plugins.benchmarks.video_world import scoring
+from rlaif.plugins.benchmarks.video_world.video_io import (
+    read_frames,
+    split_clips,
+    uniform_indices,
+    write_video,
+)
+from rlaif.plugins.benchmarks.video_world.vocab import DESCRIBE_QUESTION, QTYPES
+from rlaif.plugins.benchmarks.video_world.world import (
+    GENERATOR_VERSION,
+    Event,
+    WorldObject,
+    caption_clips,
+    event_from_dict,
+    generate_video,
+    make_questions,
+    object_from_dict,
+)
+
+SPLITS: tuple[str, ...] = ("sft", "rl", "test")
+INDEX_FORMAT = "video-world/1"
+
+
+class VideoWorld:
+    """Procedural videos of 1-3 moving shapes with ground-truth events, captions and QA.
+
+    :param root: folder of the built world; default
+        ``$RLAIF_CACHE/world/<hash of the options>`` (``RLAIF_CACHE`` defaults to
+        ``~/.cache/rlaif``).
+    :param seed: everything (videos, questions) is a function of the seed and options.
+    :param n_sft: videos in the small labelled ``sft`` split (about 6 questions each).
+    :param n_rl: videos in the ``rl`` split.
+    :param n_test: videos in the held-out ``test`` split.
+    :param size: frame side in pixels (32 or 64; any even side >= 16 works).
+    :param min_frames: fewest frames per video.
+    :param max_frames: most frames per video.
+    :param max_objects: most objects per video (1-3).
+    :param fps: frame rate written into the mp4 files.
+    :param codec: ``h264`` (libx264) or ``mpeg4``.
+    :param max_clip_frames: clip length for the gold per-clip captions (VLM-RLAIF: 20).
+    :param qtypes: question types to serve (default all: attribute, counting, direction,
+        temporal, describe); a list or a comma-separated string.
+    :param progress: show a progress bar when building takes more than half a second.
+    """
+
+    name = "video-world"
+    has_ground_truth = True
+    splits = SPLITS
+    qtypes_available = QTYPES
+
+    def __init__(
+        self,
+        root: str | None = None,
+        seed: int = 0,
+        n_sft: int = 150,
+        n_rl: int = 400,
+        n_test: int = 150,
+        size: int = 32,
+        min_frames: int = 16,
+        max_frames: int = 48,
+        max_objects: int = 3,
+        fps: float = 8.0,
+        codec: str = "h264",
+        max_clip_frames: int = 20,
+        qtypes: Sequence[str] | str | None = None,
+        progress: bool = True,
+    ) -> None:
+        if size < 16 or size % 2:
+            raise UsageError(f"video-world size must be even and >= 16, got {size}")
+        if not 8 <= min_frames <= max_frames:
+            raise UsageError(
+                f"video-world needs 8 <= min_frames <= max_frames, got {min_frames}, {max_frames}"
+            )
+        if not 1 <= max_objects <= 3:
+            raise UsageError(f"video-world max_objects must be 1, 2 or 3, got {max_objects}")
+        if codec not in ("h264", "libx264", "mpeg4"):
+            raise UsageError(f"video-world codec must be h264 or mpeg4, got {codec!r}")
+        if min(n_sft, n_rl, n_test) < 0:
+            raise UsageError("video-world split sizes must be >= 0")
+        if isinstance(qtypes, str):
+            qtypes = [q.strip() for q in qtypes.split(",") if q.strip()]
+        self.qtypes: tuple[str, ...] = tuple(qtypes) if qtypes else QTYPES
+        unknown = sorted(set(self.qtypes) - set(QTYPES))
+        if unknown:
+            raise UsageError(f"unknown video-world qtypes {unknown}; choose from {', '.join(QTYPES)}")
+        self.seed = seed
+        self.size = size
+        self.fps = float(fps)
+        self.codec = codec
+        self.max_clip_frames = max_clip_frames
+        self.progress = progress
+        self.sizes = {"sft": n_sft, "rl": n_rl, "test": n_test}
+        self.params: dict[str, Any] = {
+            "generator": GENERATOR_VERSION, "seed": seed, "n_sft": n_sft, "n_rl": n_rl, "n_test": n_test,
+            "size": size, "min_frames": min_frames, "max_frames": max_frames, "max_objects": max_objects,
+            "fps": self.fps, "codec": codec, "max_clip_frames": max_clip_frames,
+        }  # fmt: skip
+        digest = hashlib.sha1(json.dumps(self.params, sort_keys=True).encode()).hexdigest()[:12]
+        if root is None:
+            cache = Path(os.path.expanduser(os.environ.get("RLAIF_CACHE", "~/.cache/rlaif")))
+            root = str(cache / "world" / digest)
+        self.root = Path(root).expanduser()
+        self.index_path = self.root / "index.json"
+        self.build_seconds: float | None = None  # set when this instance built the world
+        self._index = self._load_or_build()
+        self._entries: dict[str, dict[str, Any]] = {
+            v["video_id"]: v for split in SPLITS for v in self._index["splits"][split]
+        }
+        self._answers: dict[str, str] = {
+            qa["prompt_id"]: qa["answer"] for entry in self._entries.values() for qa in entry["qa"]
+        }
+        self._prompts: dict[str, list[Prompt]] = {}
+
+    # -- Benchmark protocol ----------------------------------------------------------
+    def prompts(self, split: str) -> list[Prompt]:
+        """Question items of ``split`` (``sft``, ``rl`` or ``test``), in a stable order.
+
+        ``reference`` is the answer, ``qtype`` its type; ``meta`` holds the video's
+        ``gold_narrative`` and ``clip_captions`` (for context-aware oracles), ``split``
+        and ``answer_words`` (the reference's length in words)."""
+        self._check_split(split)
+        if split not in self._prompts:
+            items = []
+            for entry in self._index["splits"][split]:
+                ref = self._video_ref(entry)
+                meta = {"gold_narrative": entry["narrative"], "clip_captions": list(entry["clip_captions"])}
+                for qa in entry["qa"]:
+                    if qa["qtype"] not in self.qtypes:
+                        continue
+                    items.append(Prompt(
+                        prompt_id=qa["prompt_id"], video=ref, question=qa["question"], reference=qa["answer"],
+                        qtype=qa["qtype"],
+                        meta={**meta, "split": split, "answer_words": len(qa["answer"].split())},
+                    ))  # fmt: skip
+            self._prompts[split] = items
+        return list(self._prompts[split])
+
+    def frames(
+        self,
+        video: VideoRef | Prompt | str,
+        n_frames: int | None = None,
+        *,
+        frame_range: tuple[int, int] | None = None,
+    ) -> np.ndarray:
+        """uint8 frames ``[T, H, W, 3]`` decoded from the mp4: all of them, or ``n_frames``
+        sampled uniformly (``linspace``, repeating frames of short videos); ``frame_range``
+        ``(start, stop)`` samples within one clip (see ``sft_examples``)."""
+        return read_frames(self._entry_path(video), n_frames, frame_range=frame_range)
+
+    def score(self, prompts: Sequence[Prompt], answers: Sequence[str]) -> dict[str, float]:
+        """``acc/<qtype>``, ``acc/short``, ``score/describe`` (0-5), ``acc/all`` and counts
+        ``n/<qtype>``; see :func:`scoring.score_answers`. References come from the world
+        by ``prompt_id`` (so a prompt stripped of its reference still scores), else from
+        ``prompt.reference``."""
+        refs = [self._reference(p) for p in prompts]
+        return scoring.score_answers([p.qtype for p in prompts], list(answers), refs)
+
+    def item_score(self, prompt: Prompt, answer: str) -> float:
+        """One answer's quality in [0, 1] (1 = correct); see :func:`scoring.item_score`."""
+        return scoring.item_score(prompt.qtype, answer or "", self._reference(prompt))
+
+    # -- ground truth ----------------------------------------------------------------
+    def videos(self, split: str) -> list[VideoRef]:
+        self._check_split(split)
+        return [self._video_ref(e) for e in self._index["splits"][split]]
+
+    def events(self, video: VideoRef | Prompt | str) -> list[Event]:
+        """The video's events in frame order (ground truth)."""
+        return [event_from_dict(e) for e in self._entry(video)["events"]]
+
+    def objects(self, video: VideoRef | Prompt | str) -> list[WorldObject]:
+        return [object_from_dict(o) for o in self._entry(video)["objects"]]
+
+    def clip_captions(
+        self,
+        video: VideoRef | Prompt | str,
+        n_clips: int | None = None,
+        max_clip_frames: int | None = None,
+        n_frames: int | None = None,
+    ) -> list[str]:
+        """Gold caption of each clip.
+
+        By default the stored ones: the video's frames cut into clips of at most
+        ``max_clip_frames`` (20). Any argument recomputes them for another cut: ``n_clips``
+        forces the clip count, and ``n_frames`` first samples that many frames uniformly,
+        as a narrative builder does (VLM-RLAIF: 50 frames, clips of <= 20, so 3 clips).
+        A clip owns the events from its first frame up to the next clip's first frame."""
+        entry = self._entry(video)
+        if n_clips is None and max_clip_frames is None and n_frames is None:
+            return list(entry["clip_captions"])
+        total = int(entry["n_frames"])
+        indices = uniform_indices(total, n_frames) if n_frames is not None else list(range(total))
+        clips = split_clips(indices, max_clip_frames or self.max_clip_frames, n_clips)
+        return caption_clips(self.objects(video), self.events(video), clips)
+
+    def narrative(
+        self, video: VideoRef | Prompt | str, n_clips: int | None = None, n_frames: int | None = None
+    ) -> str:
+        """Gold narrative: the clip captions joined, as VLM-RLAIF builds its context."""
+        return " ".join(self.clip_captions(video, n_clips=n_clips, n_frames=n_frames))
+
+    def sft_examples(self, split: str = "sft", with_clip_captions: bool = True) -> list[Prompt]:
+        """Supervised examples (target = ``reference``): the split's questions, plus, with
+        ``with_clip_captions``, one captioning example per clip (qtype ``caption``,
+        question "Describe this video in detail.", ``meta["frame_range"] = [start, stop)``
+        of the clip) to teach the captioner that builds narratives."""
+        examples = self.prompts(split)
+        if with_clip_captions:
+            for entry in self._index["splits"][split]:
+                ref = self._video_ref(entry)
+                for k, ((start, stop), caption) in enumerate(
+                    zip(entry["clips"], entry["clip_captions"], strict=True)
+                ):
+                    examples.append(Prompt(
+                        prompt_id=f"{entry['video_id']}-c{k}", video=ref, question=DESCRIBE_QUESTION,
+                        reference=caption, qtype="caption",
+                        meta={"split": split, "frame_range": [start, stop], "answer_words": len(caption.split())},
+                    ))  # fmt: skip
+        return examples
+
+    def texts(self, splits: Sequence[str] = ("sft", "rl")) -> list[str]:
+        """All world text of ``splits`` for tokenizer / language-model pretraining: every
+        clip caption, narrative, question and answer, in a stable order. ``test`` is left
+        out by default so pretraining never sees held-out answers."""
+        out: list[str] = []
+        for split in splits:
+            self._check_split(split)
+            for entry in self._index["splits"][split]:
+                out.extend(entry["clip_captions"])
+                out.append(entry["narrative"])
+                for qa in entry["qa"]:
+                    out.extend((qa["question"], qa["answer"]))
+        return out
+
+    # -- building --------------------------------------------------------------------
+    def _load_or_build(self) -> dict[str, Any]:
+        if self.index_path.exists():
+            index = json.loads(self.index_path.read_text())
+            if index.get("format") == INDEX_FORMAT and index.get("params") == self.params:
+                return index
+            raise UsageError(
+                f"{self.root} holds a video world built with other options ({index.get('params')}); "
+                "pass another root or delete that folder"
+            )
+        return self._build()
+
+    def _build(self) -> dict[str, Any]:
+        start = time.monotonic()
+        (self.root / "videos").mkdir(parents=True, exist_ok=True)
+        jobs = [(split, i) for split in SPLITS for i in range(self.sizes[split])]
+        splits: dict[str, list[dict[str, Any]]] = {split: [] for split in SPLITS}
+        bar, task = None, None
+        try:
+            for done, (split, i) in enumerate(jobs):
+                splits[split].append(self._build_video(split, i))
+                if bar is None and self.progress and time.monotonic() - start > 0.5:
+                    from rich.console import Console
+                    from rich.progress import Progress
+
+                    bar = Progress(console=Console(stderr=True), transient=True)  # stdout may carry JSON
+                    bar.start()
+                    task = bar.add_task("building video world", total=len(jobs))
+                if bar is not None and task is not None:
+                    bar.update(task, completed=done + 1)
+        finally:
+            if bar is not None:
+                bar.stop()
+        index = {"format": INDEX_FORMAT, "params": self.params, "splits": splits}
+        tmp = self.index_path.with_name(f"index.json.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(index))
+        os.replace(tmp, self.index_path)  # last and atomic: an index means a complete world
+        self.build_seconds = time.monotonic() - start
+        return index
+
+    def _build_video(self, split: str, i: int) -> dict[str, Any]:
+        video_id = f"vw{self.seed}-{split}-{i:05d}"
+        key = f"video-world/{self.seed}/{split}/{i}"
+        video = generate_video(
+            video_id, key, canvas=self.size, min_frames=self.params["min_frames"],
+            max_frames=self.params["max_frames"], max_objects=self.params["max_objects"],
+        )  # fmt: skip
+        clips = split_clips(video.n_frames, self.max_clip_frames)
+        captions = caption_clips(video.objects, video.events, clips)
+        narrative = " ".join(captions)
+        qa = make_questions(video.objects, video.events, narrative, random.Random(key + "/qa"))
+        rel = f"videos/{video_id}.mp4"
+        tmp = self.root / f"videos/{video_id}.{os.getpid()}.tmp.mp4"
+        write_video(tmp, video.render(), fps=self.fps, codec=self.codec)
+        os.replace(tmp, self.root / rel)
+        return {
+            "video_id": video_id,
+            "file": rel,
+            "n_frames": video.n_frames,
+            "objects": [asdict(o) for o in video.objects],
+            "events": [asdict(e) for e in video.events],
+            "clips": [[c[0], c[-1] + 1] for c in clips],
+            "clip_captions": captions,
+            "narrative": narrative,
+            "qa": [
+                {
+                    "prompt_id": f"{video_id}-q{k}",
+                    "qtype": q.qtype,
+                    "question": q.question,
+                    "answer": q.answer,
+                }
+                for k, q in enumerate(qa)
+            ],
+        }
+
+    # -- lookups ---------------------------------------------------------------------
+    def _check_split(self, split: str) -> None:
+        if split not in SPLITS:
+            raise UsageError(f"unknown split {split!r} for video-world; choose one of: {', '.join(SPLITS)}")
+
+    def _video_ref(self, entry: Mapping[str, Any]) -> VideoRef:
+        return VideoRef(
+            str(entry["video_id"]), str(self.root / entry["file"]), int(entry["n_frames"]), self.fps
+        )
+
+    def _entry(self, video: VideoRef | Prompt | str) -> dict[str, Any]:
+        if isinstance(video, Prompt):
+            video = video.video
+        video_id = video.video_id if isinstance(video, VideoRef) else str(video)
+        try:
+            return self._entries[video_id]
+        except KeyError:
+            raise UsageError(f"video {video_id!r} is not part of this video world") from None
+
+    def _entry_path(self, video: VideoRef | Prompt | str) -> str:
+        if isinstance(video, Prompt):
+            video = video.video
+        if isinstance(video, VideoRef):
+            return video.path
+        if str(video) in self._entries:
+            return str(self.root / self._entries[str(video)]["file"])
+        return str(video)  # a path
+
+    def _reference(self, prompt: Prompt) -> str:
+        answer = self._answers.get(prompt.prompt_id, prompt.reference)
+        if answer is None:
+            raise UsageError(f"prompt {prompt.prompt_id!r} has no reference in this video world")
+        return answer

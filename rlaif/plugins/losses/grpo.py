@@ -1,0 +1,82 @@
+"""GRPO baseline: group-normalised score advantages with the clipped objective.
+
+Shao et al., 2024, "DeepSeekMath" (arXiv 2402.03300), §4.1; methods.md §4. Each group's
+scores become ``A_i = (r_i - mean r) / (std r + 1e-6)`` (population std); the objective
+is the same clipped surrogate + k3 KL as ``grpo-rank``. Scores are the oracle's
+``ranking.scores`` when it is a scoring oracle, else the documented rank->score map
+``(G - 1 - position) / (G - 1)`` (:func:`~rlaif.plugins.losses.advantages.rank_to_scores`).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from rlaif.core.protocols import RankedBatch
+from rlaif.plugins.losses.advantages import group_normalized_advantages, ranking_scores
+from rlaif.plugins.losses.policy_gradient import advantage_metrics, clipped_policy_loss
+from rlaif.plugins.losses.ranked_batch import group_sizes, require_tensors, tensors_on
+
+
+class GRPOLoss:
+    """GRPO (Shao et al. 2024)::
+
+        A_i = (r_i - mean_j r_j) / (std_j r_j + 1e-6)
+        L = -(1/N) sum_i (1/|o_i|) sum_t min(rho_it A_i, clip(rho_it, 1-eps, 1+eps) A_i)
+            + beta * KL_k3 - c_ent * H
+
+    :param clip_eps: PPO clip range epsilon.
+    :param kl_coef: beta of the k3 KL penalty; 0 drops the need for ``ref_logprobs``.
+    :param entropy_coef: entropy bonus; > 0 needs ``entropies`` ``[N, L]`` in the batch.
+    """
+
+    name = "grpo"
+    needs: frozenset[str] = frozenset({"logprobs", "old_logprobs", "ref_logprobs", "mask"})
+
+    def __init__(self, clip_eps: float = 0.2, kl_coef: float = 0.04, entropy_coef: float = 0.0) -> None:
+        if clip_eps <= 0:
+            raise ValueError(f"clip_eps must be > 0, got {clip_eps}")
+        if kl_coef < 0:
+            raise ValueError(f"kl_coef must be >= 0, got {kl_coef}")
+        self.clip_eps = clip_eps
+        self.kl_coef = kl_coef
+        self.entropy_coef = entropy_coef
+        needs = set(type(self).needs)
+        if kl_coef == 0:
+            needs.discard("ref_logprobs")
+        if entropy_coef != 0:
+            needs.add("entropies")
+        self.needs = frozenset(needs)
+
+    def advantages(self, batch: RankedBatch) -> tuple[list[float], int]:
+        """Flattened per-rollout advantages ``[N]`` (group order) and the failed-group count;
+        a failed ranking gives its group zeros."""
+        flat: list[float] = []
+        failed = 0
+        for ranking, size in zip(batch.rankings, group_sizes(batch), strict=True):
+            scores = ranking_scores(ranking, size)
+            if scores is None:
+                failed += 1
+                flat.extend([0.0] * size)
+            else:
+                flat.extend(group_normalized_advantages(scores))
+        return flat, failed
+
+    def __call__(self, batch: RankedBatch) -> tuple[torch.Tensor, dict[str, float]]:
+        require_tensors(batch, self.needs, self.name, sum(group_sizes(batch)))
+        t = tensors_on(batch, batch.tensors["logprobs"].device)
+        logprobs = t["logprobs"]  # [N, L]
+        adv, failed = self.advantages(batch)
+        advantages = torch.tensor(adv, dtype=logprobs.dtype, device=logprobs.device)  # [N]
+        loss, metrics = clipped_policy_loss(
+            logprobs,
+            t["old_logprobs"],
+            t.get("ref_logprobs"),
+            t["mask"],
+            advantages,
+            self.clip_eps,
+            self.kl_coef,
+            t.get("entropies"),
+            self.entropy_coef,
+        )
+        metrics.update(advantage_metrics(adv, failed))
+        return loss, metrics
