@@ -5,4 +5,4 @@ from rlaif import hookimpl
 
 @hookimpl
 def rlaif_register_encoders(register):  # type: ignore[no-untyped-def]
-    pass
+    register("clip", "rlaif.plugins.encoders.clip:build_clip", description="Frozen CLIP vision tower (local path or hub id) with Video-ChatGPT pooling")

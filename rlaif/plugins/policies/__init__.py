@@ -5,4 +5,4 @@ from rlaif import hookimpl
 
 @hookimpl
 def rlaif_register_policies(register):  # type: ignore[no-untyped-def]
-    pass
+    register("hf-vlm", "rlaif.plugins.policies.hf_vlm:build_hf_vlm", description="Any transformers video VLM (Qwen2.5-VL, LLaVA-OneVision, SmolVLM2) with LoRA")
