@@ -310,7 +310,7 @@ class MetricsLog:
         row = {**old, "step": step, **{k: round(float(v), 6) for k, v in metrics.items()}}
         self.rows = [r for r in self.rows if int(float(r["step"])) != step] + [row]
         if self.store is not None:
-            self.store.put_metrics(RUN_ID, step, row)
+            self.store.put_metrics(RUN_ID, step, row, overwrite=True)
         columns: list[str] = []
         for r in self.rows:
             columns += [c for c in r if c not in columns]
@@ -405,7 +405,7 @@ def run_rl(run_dir: str | Path, config: RunConfig, registry: Registry, *, resume
             oracle_calls += data.oracle_calls
             if store is not None:
                 store.commit_step(RUN_ID, step, rollouts=[r for g in data.groups for r in g.rollouts],
-                                  rankings=data.rankings)
+                                  rankings={comp.oracle.name: data.rankings})
             accelerator.wait_for_everyone()
         local = _shard(data, rank, world)
         metrics = update_policy(local, comp, optimizer, config, accelerator)
