@@ -10,9 +10,12 @@ from rlaif.cli.app import app, run_app
 from rlaif.cli.plugins import plugins_app
 from rlaif.cli.run import plot_command, replay_command, run_command
 from rlaif.cli.store import store_app
+from rlaif.cli.train import eval_command, sft_command
 
 app.add_typer(plugins_app, name="plugins")
 app.add_typer(store_app, name="store")
+app.command("sft")(sft_command)
+app.command("eval")(eval_command)
 app.command("run")(run_command)
 app.command("replay")(replay_command)
 app.command("plot")(plot_command)
