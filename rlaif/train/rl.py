@@ -432,7 +432,8 @@ def run_rl(run_dir: str | Path, config: RunConfig, registry: Registry, *, resume
             sft_eval = {k.removeprefix("eval/"): float(v) for k, v in _first_row(log).items()
                         if k.startswith("eval/")}
         comp.policy.save(str(run_dir / "policy"))
-        store.close()
+        if store is not None:
+            store.close()
     accelerator.wait_for_everyone()
     return RunSummary(
         run_dir=str(run_dir), steps=config.run.steps,
