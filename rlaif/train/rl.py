@@ -71,6 +71,8 @@ class RunSummary:
     loss: str
     eval: dict[str, float] = field(default_factory=dict)
     sft_eval: dict[str, float] = field(default_factory=dict)
+    processes: int = 1
+    param_checksums: list[float] = field(default_factory=list)
 
     def to_json(self) -> str:
         return json.dumps(self.__dict__, sort_keys=True)
@@ -434,9 +436,12 @@ def run_rl(run_dir: str | Path, config: RunConfig, registry: Registry, *, resume
         comp.policy.save(str(run_dir / "policy"))
         if store is not None:
             store.close()
-    accelerator.wait_for_everyone()
+    checksums = _param_checksums(comp.policy, accelerator)
+    if len(set(checksums)) > 1:
+        raise RuntimeError(f"data-parallel ranks diverged: parameter checksums {checksums}")
     return RunSummary(
-        run_dir=str(run_dir), steps=config.run.steps,
+        run_dir=str(run_dir), steps=config.run.steps, processes=accelerator.num_processes,
+        param_checksums=checksums,
         sft_accuracy=sft_eval.get("acc/all"), final_accuracy=final_eval.get("acc/all"),
         wall_seconds=time.perf_counter() - started, oracle_calls=oracle_calls,
         oracle=config.choice("oracle").name, loss=config.choice("loss").name,
@@ -492,6 +497,20 @@ def _shard(data: StepData, rank: int, world: int) -> StepData:
     if world == 1:
         return data
     return replace(data, groups=data.groups[rank::world], rankings=data.rankings[rank::world])
+
+
+def _param_checksums(policy: Any, accelerator: Any) -> list[float]:
+    """One float per rank summarising its trainable weights: equal on every rank when
+    gradient averaging keeps the replicas in sync (checked at the end of every run)."""
+    import torch
+
+    with torch.no_grad():
+        local = float(sum((p.double() * (i + 1)).sum() for i, p in enumerate(trainable_state(policy).values())))
+    if accelerator.num_processes == 1:
+        return [local]
+    from accelerate.utils import gather_object
+
+    return [float(x) for x in gather_object([local])]
 
 
 def _mean_across(metrics: dict[str, float], accelerator: Any) -> dict[str, float]:
@@ -579,6 +598,9 @@ def replay_run(run_dir: str | Path, loss: str, registry: Registry, *, loss_optio
     final_eval = evaluate(comp, config)
     log.log(steps[-1], {f"eval/{k}": v for k, v in final_eval.items()})
     policy.save(str(out / "policy"))
+    from safetensors.torch import save_file
+
+    save_file(trainable_state(policy), str(out / "trainable.safetensors"))
     source.close()
     summary = RunSummary(run_dir=str(out), steps=len(steps), sft_accuracy=None,
                          final_accuracy=final_eval.get("acc/all"), wall_seconds=time.perf_counter() - started,
