@@ -1,0 +1,524 @@
+"""The ``llm-judge`` oracle: an instruction-following LLM orders each group's answers.
+
+This is the AI-feedback half of RLAIF (methods.md §2) turned into an oracle ranker
+(§1): no reward model is trained; a judge reads the question, optionally a narrative of
+the video, and the G candidate answers, and its verdict becomes a :class:`Ranking`.
+
+How it judges (options of :func:`build_llm_judge`):
+
+* **Listwise** (default): all G answers labelled A, B, C... in one prompt.
+  ``mode="score"`` ranks by the judge's *label likelihoods*: the log-probability of each
+  label as the next token after "The best answer is", one forward pass for all groups of
+  a step, no text to parse. ``mode="generate"`` lets the judge write "B > A > C" and a
+  reason, parsed by :mod:`ranking_parser` (robust to prose, JSON, numbered lists...).
+* **Pairwise tournament** (``pairwise=True``, for weak judges): every pair is judged in
+  both A/B orders and the two verdicts averaged, which cancels position bias; a
+  candidate's score is its Borda count of averaged wins (with hard verdicts this is the
+  Copeland score shifted by a constant), and the order follows the score. The share of
+  pairs whose two orders agree is reported as ``consistency``.
+* **Permutations** (``permutations=k``, listwise): the candidates are shown in k orders
+  (the identity, then seeded shuffles), the k rankings are combined by Borda count, and
+  their agreement -- the mean pairwise Kendall tau-b -- goes into the rationale as
+  ``agreement=...`` and into :attr:`LLMJudgeOracle.last_agreement`.
+* **Context**: ``context="narrative"`` builds (and caches) the VLM-RLAIF narrative of
+  the video with :func:`narrative.narrative_for` using the wired policy as captioner;
+  ``"none"`` judges blind; ``"gold"`` uses the benchmark's ground-truth narrative -- an
+  upper-bound diagnostic only, so that oracle declares ``needs_reference``.
+
+Failures (a reply that cannot be read, a timeout...) are recorded per group with the raw
+text: ``on_failure="skip"`` returns a failed ranking (the loss gives that group zero
+advantage), ``"tie"`` an all-tied one. Templates are overridable with ``template``, a
+string with ``{question}``, ``{context}``, ``{candidates}``, ``{labels}`` and optionally
+``{instruction}`` (appended when absent). API keys never reach rankings or logs.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+import random
+import string
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from rlaif.core.errors import ConfigError, OracleError
+from rlaif.core.records import Group, Ranking
+from rlaif.plugins.oracles.judge_backends import (
+    Conversation,
+    JsonlRequestCache,
+    JudgeReply,
+    LocalHFBackend,
+    OpenAIChatBackend,
+    PolicyJudgeBackend,
+    StoreRequestCache,
+    cache_root,
+)
+from rlaif.plugins.oracles.narrative import GoldNarrative, MemoryNarratives, PolicyCaptioner, narrative_for
+from rlaif.plugins.oracles.ranking_parser import parse_ranking
+
+log = logging.getLogger(__name__)
+
+LABELS = string.ascii_uppercase
+SYSTEM_PROMPT = "You are a careful, impartial judge of answers to questions about a video."
+TEMPLATE_WITH_CONTEXT = (
+    "Question: {question}\n\n"
+    "What happens in the video (described clip by clip):\n{context}\n\n"
+    "Candidate answers:\n{candidates}\n\n{instruction}"
+)
+TEMPLATE_NO_CONTEXT = "Question about a video: {question}\n\nCandidate answers:\n{candidates}\n\n{instruction}"
+INSTRUCTIONS = {
+    ("list", "generate"): (
+        "Rank all {n} answers from best to worst by how correct and complete they are{video}. On the first line "
+        'write only the ranking, the labels {labels} joined by ">", for example: {example}. On the second line '
+        'write "Reason:" and one short sentence.'
+    ),
+    ("list", "score"): "Which answer ({labels}) is the best{video}? Reply with its label only.",
+    ("pair", "generate"): (
+        "Which answer is better{video}, A or B? On the first line write only the label of the better answer. "
+        'On the second line write "Reason:" and one short sentence.'
+    ),
+    ("pair", "score"): "Which answer is better{video}, A or B? Reply with its label only.",
+}
+#: How the judge's turn begins: score mode reads the next token's label log-probs; in
+#: generate mode, backends that can pre-fill (local models) start the reply with it,
+#: which keeps small judges on format.
+ANSWER_PREFIX = {"list": "The best answer is", "pair": "The better answer is"}
+GENERATE_PREFIX = {"list": "Ranking (best to worst):", "pair": "The better answer is"}
+MAX_ANSWER_CHARS = 600
+MAX_CONTEXT_CHARS = 2000
+MAX_RAW_CHARS = 8000
+
+MODES = ("score", "generate")
+CONTEXTS = ("narrative", "none", "gold")
+ON_FAILURE = ("skip", "tie")
+
+
+# ----------------------------------------------------------------------------- aggregation
+def kendall_tau(a: Sequence[float], b: Sequence[float]) -> float:
+    """Kendall tau-b between two rank-position vectors (ties allowed); 1.0 when both
+    rank nothing (all tied), 0.0 when only one does."""
+    concordant = discordant = ties_a = ties_b = 0
+    for i, j in itertools.combinations(range(len(a)), 2):
+        da, db = a[i] - a[j], b[i] - b[j]
+        if da == 0 and db == 0:
+            continue
+        if da == 0:
+            ties_a += 1
+        elif db == 0:
+            ties_b += 1
+        elif (da > 0) == (db > 0):
+            concordant += 1
+        else:
+            discordant += 1
+    n_a = concordant + discordant + ties_b  # pairs a separates
+    n_b = concordant + discordant + ties_a
+    if n_a == 0 and n_b == 0:
+        return 1.0
+    if n_a == 0 or n_b == 0:
+        return 0.0
+    return (concordant - discordant) / math.sqrt(n_a * n_b)
+
+
+def mean_agreement(positions: Sequence[Sequence[float]]) -> float | None:
+    """Mean Kendall tau-b over all pairs of rankings; None with fewer than two."""
+    pairs = list(itertools.combinations(positions, 2))
+    if not pairs:
+        return None
+    return sum(kendall_tau(a, b) for a, b in pairs) / len(pairs)
+
+
+def borda_points(positions: Sequence[Sequence[float]]) -> list[float]:
+    """Mean Borda points (G-1-position; ties share the mean) over rankings."""
+    g = len(positions[0])
+    return [round(sum(g - 1 - p[c] for p in positions) / len(positions), 9) for c in range(g)]
+
+
+def pairwise_scores(g: int, prefs: dict[tuple[int, int], list[float]]) -> tuple[list[float], int]:
+    """Borda count of averaged pairwise preferences: ``prefs[(i, j)]`` holds P(i beats j)
+    from each order it was judged in; unjudged pairs count as a draw. Returns the scores
+    and how many pairs had any verdict."""
+    scores = [0.0] * g
+    judged = 0
+    for i, j in itertools.combinations(range(g), 2):
+        got = prefs.get((i, j), [])
+        p = sum(got) / len(got) if got else 0.5
+        judged += bool(got)
+        scores[i] += p
+        scores[j] += 1.0 - p
+    return [round(s, 9) for s in scores], judged
+
+
+# ----------------------------------------------------------------------------- jobs
+@dataclass
+class _Job:
+    """One conversation for the judge: group ``group``, candidates ``shown`` in label
+    order (a permutation of the group in listwise mode, an ordered pair in pairwise)."""
+
+    group: int
+    shown: list[int]
+    kind: str  # "list" | "pair"
+    conversation: Conversation
+    labels: list[str]
+
+
+class _SafeFormat(dict[str, Any]):
+    def __missing__(self, key: str) -> str:
+        return "{" + key + "}"
+
+
+def _clean(text: str, limit: int) -> str:
+    text = " ".join(str(text).split())
+    if not text:
+        return "(empty answer)"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+class LLMJudgeOracle:
+    """An LLM ranks each group of answers; see the module docstring for the options.
+
+    ``backend`` is a :mod:`judge_backends` backend; ``captioner`` (default: the wired
+    policy as its SFT self) describes clips for narratives. Attributes after each
+    :meth:`rank`: ``last_seconds`` (judging time of the call), ``last_agreement`` (mean
+    over groups of the permutation agreement, or pairwise order consistency; None with
+    one permutation) and ``last_agreements`` (per group)."""
+
+    name = "llm-judge"
+    needs_reference = False
+
+    def __init__(self, backend: Any, *, mode: str = "score", pairwise: bool = False, permutations: int = 1,
+                 context: str = "narrative", n_clips: int = 3, template: str | None = None, on_failure: str = "skip",
+                 seed: int = 0, max_new_tokens: int = 64, benchmark: Any = None, policy: Any = None,
+                 store: Any = None, captioner: Any = None) -> None:
+        _check_options(mode, context, on_failure, permutations, n_clips, max_new_tokens)
+        self.backend = backend
+        self.mode = mode
+        self.pairwise = bool(pairwise)
+        self.permutations = int(permutations)
+        self.context = context
+        self.n_clips = int(n_clips)
+        self.template = template
+        self.on_failure = on_failure
+        self.seed = int(seed)
+        self.max_new_tokens = int(max_new_tokens)
+        self.benchmark = benchmark
+        self.needs_context = context == "narrative"
+        # The gold narrative is a ground-truth annotation: only oracles that declare
+        # needs_reference are shown it (and only benchmarks with ground truth allow that).
+        self.needs_reference = context == "gold"
+        if captioner is None and context == "narrative" and policy is not None:
+            captioner = PolicyCaptioner(policy)
+        if context == "gold":
+            captioner = GoldNarrative(benchmark)
+        self.captioner = captioner
+        has_cache = callable(getattr(store, "get_narrative", None)) and callable(getattr(store, "put_narrative", None))
+        self.narratives = store if has_cache else MemoryNarratives()
+        self.scoring = mode == "score" and bool(getattr(backend, "supports_scores", False))
+        if mode == "score" and not self.scoring:
+            log.warning("judge %s cannot score labels; llm-judge falls back to mode='generate'",
+                        getattr(backend, "name", backend))
+        self.last_seconds = 0.0
+        self.last_agreement: float | None = None
+        self.last_agreements: list[float | None] = []
+
+    def __repr__(self) -> str:
+        return (f"LLMJudgeOracle(backend={self.backend!r}, mode={self.mode!r}, pairwise={self.pairwise}, "
+                f"permutations={self.permutations}, context={self.context!r})")
+
+    # -- the verdicts ----------------------------------------------------------------
+    def rank(self, groups: Sequence[Group]) -> list[Ranking]:
+        started = time.perf_counter()
+        results: list[Ranking | None] = [None] * len(groups)
+        contexts: list[str | None] = [None] * len(groups)
+        for b, group in enumerate(groups):
+            g = len(group.rollouts)
+            if g > len(LABELS):
+                raise OracleError(f"llm-judge labels candidates A-Z; a group of {g} is too large")
+            if g == 0:
+                results[b] = Ranking(group.prompt.prompt_id, self.name, failure="group has no candidates")
+            elif g == 1:
+                results[b] = Ranking(group.prompt.prompt_id, self.name, order=[0], rationale="single candidate")
+        for b, group in enumerate(groups):
+            if results[b] is None and self.context != "none":
+                try:
+                    contexts[b] = self._context_of(group)
+                except Exception as exc:
+                    results[b] = self._failed(group, f"no narrative: {type(exc).__name__}: {exc}", "")
+        jobs = [job for b, group in enumerate(groups) if results[b] is None
+                for job in self._jobs(b, group, contexts[b])]
+        replies = self._ask(jobs)
+        by_group: dict[int, list[tuple[_Job, JudgeReply]]] = {}
+        for job, reply in zip(jobs, replies, strict=True):
+            by_group.setdefault(job.group, []).append((job, reply))
+        agreements: list[float | None] = [None] * len(groups)
+        for b, pairs in by_group.items():
+            if self.pairwise:
+                results[b], agreements[b] = self._pairwise_verdict(groups[b], pairs)
+            else:
+                results[b], agreements[b] = self._listwise_verdict(groups[b], pairs)
+        self.last_agreements = agreements
+        known = [a for a in agreements if a is not None]
+        self.last_agreement = sum(known) / len(known) if known else None
+        self.last_seconds = time.perf_counter() - started
+        return [r if r is not None else Ranking(g.prompt.prompt_id, self.name, failure="not judged")
+                for r, g in zip(results, groups, strict=True)]
+
+    def _context_of(self, group: Group) -> str:
+        if group.context is not None:
+            return group.context
+        if self.captioner is None:
+            raise OracleError("context='narrative' needs a captioner: wire a policy (or pass context='none')")
+        return narrative_for(group.prompt, benchmark=self.benchmark, captioner=self.captioner,
+                             n_clips=self.n_clips, store=self.narratives)
+
+    def _ask(self, jobs: list[_Job]) -> list[JudgeReply]:
+        """One backend call per kind of prompt, so a step is judged in one batch."""
+        if not jobs:
+            return []
+        conversations = [j.conversation for j in jobs]
+        try:
+            if self.scoring:
+                prefix = ANSWER_PREFIX[jobs[0].kind]
+                replies = self.backend.score_labels(conversations, [j.labels for j in jobs], answer_prefix=prefix)
+            else:
+                replies = self.backend.generate(conversations, max_new_tokens=self.max_new_tokens,
+                                                answer_prefix=GENERATE_PREFIX[jobs[0].kind])
+        except OracleError:
+            raise
+        except Exception as exc:  # the judge crashed: every group of the step fails, the run goes on
+            log.warning("judge %s failed on %d prompts: %s", getattr(self.backend, "name", "?"), len(jobs), exc)
+            replies = [JudgeReply(failure=f"judge error: {type(exc).__name__}: {exc}") for _ in jobs]
+        if len(replies) != len(jobs):
+            replies = [JudgeReply(failure=f"judge returned {len(replies)} replies for {len(jobs)} prompts")
+                       for _ in jobs]
+        return list(replies)
+
+    # -- prompts ---------------------------------------------------------------------
+    def _jobs(self, b: int, group: Group, context: str | None) -> list[_Job]:
+        g = len(group.rollouts)
+        if self.pairwise:
+            shown = [[i, j] for i, j in itertools.combinations(range(g), 2)]
+            shown += [[j, i] for i, j in shown]
+            kind = "pair"
+        else:
+            rng = random.Random(f"{self.seed}:{group.prompt.prompt_id}")
+            shown = [list(range(g))]
+            for _ in range(self.permutations - 1):
+                shown.append(rng.sample(range(g), g))
+            kind = "list"
+        return [_Job(b, s, kind, self._conversation(group, s, kind, context), list(LABELS[: len(s)])) for s in shown]
+
+    def _conversation(self, group: Group, shown: list[int], kind: str, context: str | None) -> Conversation:
+        labels = list(LABELS[: len(shown)])
+        candidates = "\n".join(f"Answer {label}: {_clean(group.rollouts[c].text, MAX_ANSWER_CHARS)}"
+                               for label, c in zip(labels, shown, strict=True))
+        has_context = self.context != "none"
+        video = " given what happens in the video" if has_context else ""
+        example = " > ".join(labels[1:2] + labels[:1] + labels[2:])
+        instruction = INSTRUCTIONS[(kind, "score" if self.scoring else "generate")].format(
+            n=len(shown), labels=", ".join(labels), example=example, video=video)
+        fields = _SafeFormat(question=" ".join(group.prompt.question.split()),
+                             context=_clean(context or "", MAX_CONTEXT_CHARS) if has_context else "",
+                             candidates=candidates, labels=", ".join(labels), instruction=instruction)
+        if self.template is not None:
+            user = self.template.format_map(fields)
+            if "{instruction}" not in self.template:
+                user = f"{user.rstrip()}\n\n{instruction}"
+        else:
+            user = (TEMPLATE_WITH_CONTEXT if has_context else TEMPLATE_NO_CONTEXT).format_map(fields)
+        return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
+
+    # -- verdicts --------------------------------------------------------------------
+    def _failed(self, group: Group, why: str, raw: str) -> Ranking:
+        pid, g = group.prompt.prompt_id, len(group.rollouts)
+        raw = raw[:MAX_RAW_CHARS]
+        if self.on_failure == "tie" and g > 0:
+            return Ranking(pid, self.name, order=list(range(g)), ties=[list(range(g))] if g > 1 else [],
+                           rationale=f"judge failed ({why}); all tied", raw=raw)
+        return Ranking(pid, self.name, raw=raw, failure=why)
+
+    def _one_listwise(self, job: _Job, reply: JudgeReply) -> tuple[Ranking | None, str]:
+        """The ranking one reply gives over the group's candidates, or (None, why)."""
+        if reply.failure is not None:
+            return None, reply.failure
+        pid = ""
+        if self.scoring:
+            values = reply.label_logprobs or []
+            if len(values) != len(job.shown) or any(v != v for v in values):
+                return None, "judge returned no usable label scores"
+            scores = [0.0] * len(job.shown)
+            for label_index, c in enumerate(job.shown):
+                scores[c] = float(values[label_index])
+            best = max(range(len(scores)), key=lambda c: scores[c])
+            total = math.log(sum(math.exp(s - scores[best]) for s in scores)) + scores[best]
+            why = f"best by label likelihood: candidate {best} (p={math.exp(scores[best] - total):.2f} among labels)"
+            return Ranking.from_scores(pid, self.name, scores, rationale=why), ""
+        parsed = parse_ranking(reply.text, job.labels)
+        if parsed.failure is not None:
+            return None, parsed.failure
+        order = [job.shown[i] for i in parsed.order]
+        ties = [[job.shown[i] for i in block] for block in parsed.ties]
+        why = ("winner only; " if parsed.source == "top" else "") + parsed.reason
+        return Ranking(pid, self.name, order=order, ties=ties, rationale=why), ""
+
+    def _listwise_verdict(self, group: Group, pairs: list[tuple[_Job, JudgeReply]]
+                          ) -> tuple[Ranking, float | None]:
+        pid = group.prompt.prompt_id
+        if len(pairs) > 1:  # say which candidate each label stood for in each permutation
+            raw = "\n---\n".join(f"[labels A.. = candidates {job.shown}] {r.text}" for job, r in pairs)
+        else:
+            raw = pairs[0][1].text if pairs else ""
+        outcomes = [self._one_listwise(job, reply) for job, reply in pairs]
+        good = [r for r, _ in outcomes if r is not None]
+        errors = [why for r, why in outcomes if r is None]
+        if not good:
+            return self._failed(group, errors[0] if errors else "no verdict", raw), None
+        if len(pairs) == 1:
+            only = good[0]
+            return Ranking(pid, self.name, order=only.order, ties=only.ties, scores=only.scores,
+                           rationale=only.rationale, raw=raw[:MAX_RAW_CHARS]), None
+        positions = [r.positions() for r in good]
+        agreement = mean_agreement(positions)
+        notes = [f"agreement={agreement:.2f}" if agreement is not None else "agreement=n/a",
+                 f"Borda over {len(good)}/{len(pairs)} permutations"]
+        if errors:
+            notes.append(f"{len(errors)} failed ({errors[0]})")
+        rationale = "; ".join([*notes, good[0].rationale]) if good[0].rationale else "; ".join(notes)
+        final = Ranking.from_scores(pid, self.name, borda_points(positions), rationale=rationale,
+                                    raw=raw[:MAX_RAW_CHARS])
+        return final, agreement
+
+    def _pairwise_verdict(self, group: Group, pairs: list[tuple[_Job, JudgeReply]]) -> tuple[Ranking, float | None]:
+        g = len(group.rollouts)
+        prefs: dict[tuple[int, int], list[float]] = {}
+        hard: dict[tuple[int, int], list[float]] = {}
+        raws, errors = [], []
+        for job, reply in pairs:
+            first, second = job.shown
+            raws.append(f"[A={first} B={second}] {reply.text}")
+            p_first = self._pair_preference(job, reply)
+            if p_first is None:
+                errors.append(reply.failure or "unreadable verdict")
+                continue
+            key, p = ((first, second), p_first) if first < second else ((second, first), 1.0 - p_first)
+            prefs.setdefault(key, []).append(p)
+            hard.setdefault(key, []).append(0.5 if p == 0.5 else float(p > 0.5))
+        raw = "\n".join(raws)[:MAX_RAW_CHARS]
+        if not prefs:
+            return self._failed(group, errors[0] if errors else "no verdict", raw), None
+        scores, judged = pairwise_scores(g, prefs)
+        both = [v for v in hard.values() if len(v) == 2]
+        consistency = sum(v[0] == v[1] for v in both) / len(both) if both else None
+        notes = [f"consistency={consistency:.2f}" if consistency is not None else "consistency=n/a",
+                 f"pairwise Borda over {judged}/{g * (g - 1) // 2} pairs, both orders"]
+        if errors:
+            notes.append(f"{len(errors)} verdicts failed ({errors[0]})")
+        return Ranking.from_scores(group.prompt.prompt_id, self.name, scores, rationale="; ".join(notes),
+                                   raw=raw), consistency
+
+    def _pair_preference(self, job: _Job, reply: JudgeReply) -> float | None:
+        """P(the candidate shown as A beats the one shown as B) from one reply."""
+        if reply.failure is not None:
+            return None
+        if self.scoring:
+            values = reply.label_logprobs or []
+            if len(values) != 2 or any(v != v for v in values):
+                return None
+            a, b = values
+            return 1.0 / (1.0 + math.exp(max(-50.0, min(50.0, b - a))))
+        parsed = parse_ranking(reply.text, job.labels)
+        if parsed.failure is not None:
+            return None
+        if parsed.ties:
+            return 0.5
+        return 1.0 if parsed.order[0] == 0 else 0.0
+
+
+def _check_options(mode: str, context: str, on_failure: str, permutations: int, n_clips: int,
+                   max_new_tokens: int) -> None:
+    problems = []
+    if mode not in MODES:
+        problems.append(f"llm-judge mode must be one of {', '.join(MODES)}, got {mode!r}")
+    if context not in CONTEXTS:
+        problems.append(f"llm-judge context must be one of {', '.join(CONTEXTS)}, got {context!r}")
+    if on_failure not in ON_FAILURE:
+        problems.append(f"llm-judge on_failure must be one of {', '.join(ON_FAILURE)}, got {on_failure!r}")
+    if not isinstance(permutations, int) or permutations < 1:
+        problems.append(f"llm-judge permutations must be a positive integer, got {permutations!r}")
+    if not isinstance(n_clips, int) or n_clips < 1:
+        problems.append(f"llm-judge n_clips must be a positive integer, got {n_clips!r}")
+    if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+        problems.append(f"llm-judge max_new_tokens must be a positive integer, got {max_new_tokens!r}")
+    if problems:
+        raise ConfigError(problems)
+
+
+def build_llm_judge(
+    judge: str = "smollm2",
+    judge_url: str | None = None,
+    model: str = "default",
+    api_key_env: str = "OPENAI_API_KEY",
+    mode: str = "score",
+    pairwise: bool = False,
+    permutations: int = 1,
+    context: str = "narrative",
+    n_clips: int = 3,
+    template: str | None = None,
+    timeout: float = 30.0,
+    retries: int = 2,
+    concurrency: int = 4,
+    on_failure: str = "skip",
+    seed: int = 0,
+    max_new_tokens: int = 64,
+    cache: bool = True,
+    device: str = "cpu",
+    policy: Any = None,
+    benchmark: Any = None,
+    store: Any = None,
+) -> LLMJudgeOracle:
+    """Build the ``llm-judge`` oracle.
+
+    :param judge: ``smollm2`` (default: SmolLM2-135M-Instruct from the ``judge`` extra),
+        ``self`` (the run's policy, as its SFT self), ``openai`` (needs ``judge_url``), or
+        a local directory / hub id of any Hugging Face causal LM.
+    :param judge_url: an OpenAI-compatible base URL (``http://127.0.0.1:8000/v1``); when
+        set the judge is that endpoint, serving ``model``.
+    :param api_key_env: the environment variable holding the endpoint's API key.
+    :param mode: ``score`` (label likelihoods, one forward pass) or ``generate``.
+    :param pairwise: pairwise tournament, both A/B orders per pair.
+    :param permutations: listwise candidate orders to judge and aggregate (Borda).
+    :param context: ``narrative``, ``none`` or ``gold`` (upper-bound diagnostic).
+    :param n_clips: clips per narrative (VLM-RLAIF: 3).
+    :param template: user-message template; ``{question} {context} {candidates}
+        {labels}`` and optionally ``{instruction}``.
+    :param timeout, retries, concurrency: per-request seconds, retries on timeouts /
+        5xx / connection errors, parallel requests (endpoint judges only).
+    :param on_failure: ``skip`` (failed ranking, zero advantage) or ``tie`` (all tied).
+    :param seed: seeds the permutations.
+    :param cache: cache endpoint replies (in the run store, else in the cache dir).
+    :param device: where a local judge model runs (``cpu``, ``cuda``, ``cuda:1``...).
+    """
+    if judge_url is not None or judge == "openai":
+        if not judge_url:
+            raise ConfigError("llm-judge judge='openai' needs judge_url (e.g. http://127.0.0.1:8000/v1)")
+        request_cache: Any = None
+        if cache:
+            if callable(getattr(store, "put_narrative", None)):
+                request_cache = StoreRequestCache(store)
+            else:
+                request_cache = JsonlRequestCache(cache_root() / "judges" / "requests.jsonl")
+        backend: Any = OpenAIChatBackend(judge_url, model, api_key_env=api_key_env, timeout=timeout,
+                                         retries=retries, concurrency=concurrency, cache=request_cache)
+    elif judge == "smollm2":
+        backend = LocalHFBackend.smollm2(device=device)
+    elif judge == "self":
+        if policy is None:
+            raise OracleError("llm-judge judge='self' needs the run's policy; none was wired")
+        backend = PolicyJudgeBackend(policy)
+    else:
+        backend = LocalHFBackend(judge, device=device)
+    return LLMJudgeOracle(backend, mode=mode, pairwise=pairwise, permutations=permutations, context=context,
+                          n_clips=n_clips, template=template, on_failure=on_failure, seed=seed,
+                          max_new_tokens=max_new_tokens, benchmark=benchmark, policy=policy, store=store)
