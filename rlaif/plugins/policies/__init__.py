@@ -6,3 +6,4 @@ from rlaif import hookimpl
 @hookimpl
 def rlaif_register_policies(register):  # type: ignore[no-untyped-def]
     register("hf-vlm", "rlaif.plugins.policies.hf_vlm:build_hf_vlm", description="Any transformers video VLM (Qwen2.5-VL, LLaVA-OneVision, SmolVLM2) with LoRA")
+    register("hf-causal-lm", "rlaif.plugins.policies.hf_causal_lm:build_hf_causal_lm", description="Any transformers text causal LM with LoRA (text-only prompts; baselines and judges)")
