@@ -7,7 +7,9 @@ heavy dependencies inside its body so ``rlaif --help`` stays fast.
 from __future__ import annotations
 
 from rlaif.cli.app import app, run_app
+from rlaif.cli.oracle import oracle_app
 from rlaif.cli.plugins import plugins_app
+from rlaif.cli.reward import train_rm_command
 from rlaif.cli.run import plot_command, replay_command, run_command
 from rlaif.cli.store import store_app
 from rlaif.cli.train import eval_command, sft_command
@@ -19,6 +21,8 @@ app.command("eval")(eval_command)
 app.command("run")(run_command)
 app.command("replay")(replay_command)
 app.command("plot")(plot_command)
+app.add_typer(oracle_app, name="oracle")
+app.command("train-rm")(train_rm_command)
 
 
 def main() -> None:

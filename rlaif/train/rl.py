@@ -155,7 +155,8 @@ def sample_step(step: int, prompts: list[Prompt], comp: Components, config: RunC
     import torch
 
     run = config.run
-    torch.manual_seed(hash((run.seed, step, "sample")) % (2**31))
+    # A stable per-step seed (not hash(): string hashing is salted per process).
+    torch.manual_seed((run.seed * 1_000_003 + step * 7919) % (2**31))
     start = time.perf_counter()
     with torch.no_grad():
         candidates = comp.policy.generate(prompts, run.group_size, max_new_tokens=run.max_new_tokens,
@@ -348,18 +349,18 @@ def run_rl(run_dir: str | Path, config: RunConfig, registry: Registry, *, resume
            progress: bool = True, context_fn: Callable[[Prompt], str] | None = None,
            on_step: Callable[[int], None] | None = None) -> RunSummary:
     """Run (or resume) RL in ``run_dir``; see the module docstring for the recipe."""
-    from rlaif.core.store import RunStore
+    from rlaif.core.store import RunStore, store_path
 
     run_dir = Path(run_dir)
     started = time.perf_counter()
     accelerator = make_accelerator(config)
     main = accelerator.is_main_process
     run_dir.mkdir(parents=True, exist_ok=True)
-    if main and not resume and (run_dir / "checkpoints").exists():
+    if main and not resume and (store_path(run_dir).exists() or (run_dir / "checkpoints").exists()):
         raise UsageError(f"{run_dir} already holds a run; pass --resume {run_dir} or choose a new directory")
     seed_everything(config.run.seed)
 
-    store = RunStore(run_dir) if main else None
+    store = RunStore(store_path(run_dir)) if main else None
     if store is not None and not resume:
         store.put_run(RunInfo(RUN_ID, config.to_dict(), config.run.seed, time.time(), _version()))
     accelerator.wait_for_everyone()

@@ -168,13 +168,20 @@ def _open_env(path: Path, readonly: bool, map_size: int, sync: bool) -> _Env:
         if not readonly:
             env.reader_check()  # free slots of readers that died (e.g. SIGKILL)
         dbs = {}
-        for name in DATABASES:
-            try:
-                dbs[name] = env.open_db(name.encode(), create=not readonly)
-            except lmdb.NotFoundError:
-                raise StoreError(
-                    f"{path} is an LMDB environment but not an rlaif store (no {name!r} db)"
-                ) from None
+        if not readonly:
+            # All sub-databases appear in one transaction, so a reader never sees a
+            # half-created store.
+            with env.begin(write=True) as txn:
+                for name in DATABASES:
+                    dbs[name] = env.open_db(name.encode(), txn=txn, create=True)
+        else:
+            for name in DATABASES:
+                try:
+                    dbs[name] = env.open_db(name.encode(), create=False)
+                except lmdb.NotFoundError:
+                    raise StoreError(
+                        f"{path} is an LMDB environment but not an rlaif store (no {name!r} db)"
+                    ) from None
         handle = _Env(path, env, dbs, readonly)
         _check_format(handle)
     except BaseException:

@@ -1,0 +1,80 @@
+"""``rlaif oracle check``: diagnose an oracle against the ground truth before training
+with it; the logic lives in :mod:`rlaif.train.oracle_check`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from rlaif.cli.app import console, handle_errors
+
+# ruff: noqa: UP045  (typer reads Optional[...] at runtime)
+
+oracle_app = typer.Typer(help="Diagnose oracles.", no_args_is_help=True)
+
+COLUMNS = (
+    ("context", "context", "{}"),
+    ("top-1", "top1", "{:.3f}"),
+    ("τ", "kendall_tau", "{:+.3f}"),
+    ("fail", "failure_rate", "{:.1%}"),
+    ("pos-bias", "position_bias", "{:.1%}"),
+    ("perm-τ", "permutation_agreement", "{:+.3f}"),
+    ("s/group", "latency_s", "{:.3f}"),
+    ("used", "groups_used", "{}"),
+)
+
+
+def _cell(value: Any, fmt: str) -> str:
+    return "n/a" if value is None else fmt.format(value)
+
+
+@oracle_app.command("check")
+@handle_errors
+def check_command(
+    oracle: str = typer.Option(..., "--oracle", help="Oracle to check (see `rlaif plugins list`)."),
+    context: Optional[str] = typer.Option(
+        None, "--context", help="narrative | none | both (default: both where the oracle has a context option)."),
+    groups: int = typer.Option(32, "--groups", help="Prompts (groups) to rank."),
+    group_size: int = typer.Option(4, "--group-size", help="Candidates per prompt (G)."),
+    split: str = typer.Option("test", "--split", help="Benchmark split to draw prompts from (test or rl)."),
+    option: Optional[list[str]] = typer.Option(None, "--option", help="Oracle option key=value (repeatable)."),
+    benchmark: str = typer.Option("video-world", "--benchmark"),
+    benchmark_option: Optional[list[str]] = typer.Option(
+        None, "--benchmark-option", help="Benchmark option key=value (repeatable)."),
+    policy: Optional[Path] = typer.Option(
+        None, "--policy", help="tiny-video-lm checkpoint that samples candidates (default: the default SFT policy)."),
+    seed: int = typer.Option(0, "--seed"),
+    max_new_tokens: int = typer.Option(32, "--max-new-tokens"),
+    as_json: bool = typer.Option(False, "--json", help="Print the diagnostics as one JSON object."),
+) -> None:
+    """Top-1 accuracy, Kendall τ, failure rate, position bias and latency of an oracle
+    against the ground-truth ranking of SFT-policy candidates."""
+    from rlaif.core.errors import UsageError
+    from rlaif.train.oracle_check import parse_options, run_oracle_check
+
+    if policy is not None and not policy.exists():
+        raise UsageError(f"--policy {policy}: no such directory; run `rlaif sft` or pass a saved policy dir")
+    result = run_oracle_check(
+        oracle, parse_options(option or []), context=context, n_groups=groups, group_size=group_size, split=split,
+        seed=seed, benchmark_name=benchmark, benchmark_options=parse_options(benchmark_option or []),
+        policy_path=str(policy) if policy is not None else None, max_new_tokens=max_new_tokens,
+        progress=not as_json,
+    )
+    if as_json:
+        print(json.dumps(result, sort_keys=True))
+        return
+    from rich.table import Table
+
+    table = Table(title=f"oracle {oracle} on {result['benchmark']}/{result['split']}: "
+                        f"{result['groups']} groups of {result['group_size']}")
+    for title, _, _ in COLUMNS:
+        table.add_column(title, justify="left" if title == "context" else "right")
+    for run in result["runs"]:
+        table.add_row(*[_cell(run.get(key), fmt) for _, key, fmt in COLUMNS])
+    console.print(table)
+    tied = max((r["groups_all_tied"] for r in result["runs"]), default=0)
+    if tied:
+        console.print(f"{tied} group(s) all tied under the ground truth: left out of top-1 and τ")

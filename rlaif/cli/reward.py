@@ -1,0 +1,47 @@
+"""``rlaif train-rm``: train VLM-RLAIF's reward model on a run's stored rankings; the
+recipe lives in :mod:`rlaif.train.reward_model`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from rlaif.cli.app import console, handle_errors
+
+# ruff: noqa: UP045  (typer reads Optional[...] at runtime)
+
+
+@handle_errors
+def train_rm_command(
+    run_dir: Path = typer.Argument(..., help="A run directory written by `rlaif run` (its store holds the rankings)."),
+    oracle: Optional[str] = typer.Option(None, "--oracle", help="Whose stored rankings to learn (default: the run's)."),
+    pairs: str = typer.Option("all", "--pairs", help="all (every pair across tie blocks) | best-worst."),
+    lora_r: int = typer.Option(64, "--lora-r", help="Rank of the reward model's fresh LoRA (paper: 64)."),
+    lora_alpha: Optional[int] = typer.Option(None, "--lora-alpha", help="LoRA alpha (default: = r)."),
+    lr: float = typer.Option(1e-3, "--lr", help="AdamW learning rate (paper: 2e-5 on a 7B model)."),
+    epochs: int = typer.Option(1, "--epochs"),
+    batch_size: int = typer.Option(16, "--batch-size", help="Preference pairs per step."),
+    holdout: float = typer.Option(0.2, "--holdout", help="Share of prompts held out for pairwise accuracy."),
+    max_pairs: Optional[int] = typer.Option(None, "--max-pairs", help="Use a seeded sample of this many pairs."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Default: the run's seed."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output dir (default RUN_DIR/reward_model)."),
+    as_json: bool = typer.Option(False, "--json", help="Print rm.json's contents as one JSON line."),
+) -> None:
+    """Train a Bradley-Terry reward model (head + fresh LoRA on the SFT policy) from
+    pairwise preferences in the run's rankings; report held-out pairwise accuracy."""
+    from rlaif.train.reward_model import RM_DIRNAME, train_reward_model
+
+    result = train_reward_model(run_dir, oracle=oracle, pairs=pairs, lora_r=lora_r, lora_alpha=lora_alpha, lr=lr,
+                                epochs=epochs, batch_size=batch_size, holdout=holdout, max_pairs=max_pairs,
+                                seed=seed, out_dir=out, progress=not as_json)
+    if as_json:
+        print(json.dumps(result, sort_keys=True, default=str))
+        return
+    target = out or run_dir / RM_DIRNAME
+    held = result["heldout_accuracy"]
+    console.print(f"[green]reward model[/] -> {target}: {result['train_pairs']} training pairs from "
+                  f"{result['oracle']!r}; held-out pairwise accuracy "
+                  f"{'n/a' if held is None else f'{held:.3f}'} on {result['heldout_pairs']} pairs")

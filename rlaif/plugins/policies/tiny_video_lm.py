@@ -1,0 +1,672 @@
+"""The ``tiny-video-lm`` policy: the embedded default video-language model.
+
+The shape of VLM-RLAIF's model at toy scale (methods.md §2): a frozen visual encoder
+(``tiny-conv``, Video-ChatGPT pooled tokens, features cached per video) -> a projector
+(Linear, ReLU, Linear) -> a causal LM fed through ``inputs_embeds``, fine-tuned with LoRA
+adapters (default r = 32, alpha = 32 on q/k/v/o). A prompt reads::
+
+    <bos> [T + P visual tokens] question: {question} answer:
+
+and the response is the answer's tokens followed by ``<eos>``. Text-only requests
+(:meth:`TinyVideoLM.complete`, used for judging) drop the visual tokens.
+
+Reference policy. ``adapters_disabled()`` turns the LoRA adapters off (peft
+``disable_adapter``). For RL the reference must be the SFT model, so loading an SFT
+checkpoint with ``new_adapter=True`` (the default) merges its adapter into the LM weights
+(``merge_and_unload``), freezes its projector, and attaches a *fresh* zero-initialised
+adapter for RL: with adapters disabled the policy is then exactly the SFT policy, and at
+step 0 the RL policy equals it too. A policy built from the pre-trained base (for SFT) has
+a trainable projector, so its "reference" there is base LM + current projector.
+
+Log-probs. :meth:`generate` records, for each sampled token, its log-probability under
+the temperature-scaled policy, ``log_softmax(logits / temperature)``; top-p filtering
+changes which tokens can be drawn but not the recorded log-probs. Pass the same
+``temperature`` to :meth:`forward_responses` to recompute them (1.0 by default, which is
+what RL should use).
+
+Checkpoints are Hugging Face formats: ``adapter/`` (peft), ``projector.safetensors``,
+``value_head.safetensors`` (if any), ``lm/`` (the base LM, adapters excluded, merged
+adapters included), ``encoder/``, ``tokenizer.json`` and ``policy.json``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import shutil
+import tempfile
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from rlaif.core.errors import UsageError
+from rlaif.core.records import Prompt, Rollout, VideoRef
+from rlaif.plugins.encoders.tiny_conv import (
+    TinyConvEncoder,
+    cache_root,
+    cached_tiny_conv,
+    default_benchmark,
+    training_videos,
+    world_fingerprint,
+)
+from rlaif.plugins.policies.tiny_lm import (
+    QA_TEMPLATE,
+    load_tiny_lm,
+    load_world_tokenizer,
+    pretrain_tiny_lm,
+    quiet_hf,
+    train_world_tokenizer,
+)
+
+#: Bumped when the base recipe (tokenizer, LM, pre-training) changes; invalidates caches.
+BASE_RECIPE = "tiny-video-lm-base/1"
+POLICY_FORMAT = "tiny-video-lm/1"
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
+#: The prompt around the visual tokens: ``<bos> question: {q} [visual tokens] answer:``.
+#: The visual tokens come after the question so that, in a causal LM, they can attend to
+#: it (question-aware visual tokens); this made a tiny LM learn to read the video much
+#: faster than LLaVA's video-first order. The words match the LM's pre-training text.
+QUESTION_TEMPLATE = "question: {question}"
+ANSWER_CUE = " answer:"
+#: The captioning instruction of VLM-RLAIF's context-aware judging.
+DESCRIBE_QUESTION = "Describe this video in detail."
+
+FrameSource = Callable[[VideoRef], Any]
+
+
+def sample_indices(n_total: int, n_frames: int, frame_range: Sequence[int] | None = None) -> np.ndarray:
+    """``n_frames`` indices spread uniformly (``linspace``, rounded) over the video, or
+    over ``frame_range = (start, stop)`` (a clip); indices repeat in short ranges."""
+    lo, hi = (0, n_total) if frame_range is None else (max(0, int(frame_range[0])), min(n_total, int(frame_range[1])))
+    hi = max(hi, lo + 1)
+    return np.linspace(lo, hi - 1, n_frames).round().astype(int)
+
+
+def clip_ranges(n_total: int, n_clips: int) -> list[tuple[int, int]]:
+    """``n_clips`` consecutive ``(start, stop)`` ranges covering ``n_total`` frames,
+    sizes differing by at most one, longer clips first (as the video world splits them)."""
+    n_clips = max(1, min(n_clips, n_total))
+    base, extra = divmod(n_total, n_clips)
+    ranges, start = [], 0
+    for k in range(n_clips):
+        stop = start + base + (1 if k < extra else 0)
+        ranges.append((start, stop))
+        start = stop
+    return ranges
+
+
+def _lora_config(r: int, alpha: int) -> Any:
+    from peft import LoraConfig
+
+    return LoraConfig(r=r, lora_alpha=alpha, lora_dropout=0.0, bias="none",
+                      target_modules=list(LORA_TARGETS), task_type="CAUSAL_LM")
+
+
+def _attach_lora(lm: Any, r: int, alpha: int) -> Any:
+    from peft import get_peft_model
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        return get_peft_model(lm, _lora_config(r, alpha))
+
+
+@dataclass(frozen=True)
+class _Request:
+    """A prompt as the LM sees it: ``<bos>``, ``before`` ids, visual tokens (if any),
+    ``after`` ids; the response follows."""
+
+    before: list[int]
+    features: torch.Tensor | None = None  # [T + P, D] from the frozen encoder
+    after: list[int] = field(default_factory=list)
+
+    @property
+    def n_visual(self) -> int:
+        return 0 if self.features is None else int(self.features.shape[0])
+
+
+class TinyVideoLM:
+    """Frozen encoder -> projector -> LoRA-adapted causal LM (see the module docstring)."""
+
+    name = "tiny-video-lm"
+
+    def __init__(
+        self,
+        encoder: TinyConvEncoder,
+        lm: Any,
+        tokenizer: Any,
+        *,
+        frames: FrameSource | None = None,
+        n_frames: int = 8,
+        lora_r: int = 32,
+        lora_alpha: int = 32,
+        projector: nn.Module | None = None,
+        projector_trainable: bool = True,
+        value_head: bool = False,
+        seed: int = 0,
+        history: list[dict[str, Any]] | None = None,
+    ) -> None:
+        if lora_r < 1:
+            raise UsageError(f"lora_r must be >= 1, got {lora_r}")
+        torch.manual_seed(seed)
+        self.encoder = encoder.freeze()
+        self.tokenizer = tokenizer
+        self.frames = frames
+        self.n_frames = n_frames
+        self.lora_r, self.lora_alpha = lora_r, lora_alpha
+        self.hidden_size = int(lm.config.hidden_size)
+        self.projector = projector or nn.Sequential(
+            nn.Linear(encoder.feature_dim, self.hidden_size), nn.ReLU(), nn.Linear(self.hidden_size, self.hidden_size)
+        )
+        self.projector.requires_grad_(projector_trainable)
+        from peft import PeftModel
+
+        if isinstance(lm, PeftModel):  # an adapter loaded to continue training it
+            self.lm = lm
+        else:
+            lm.requires_grad_(False)
+            self.lm = _attach_lora(lm, lora_r, lora_alpha)
+        self.lm.eval()  # no dropout anywhere, so sampling and scoring see the same function
+        self.value_head: nn.Linear | None = None
+        if value_head:
+            self.add_value_head()
+        self.history = list(history or [])  # adapters merged into the LM so far
+        self.policy_version = 0  # optimizer steps taken; stamped on every rollout
+        self.device = torch.device("cpu")
+        self._features: dict[tuple[str, tuple[int, ...] | None], torch.Tensor] = {}
+        self._text_ids: dict[str, list[int]] = {}
+        self.bos_id = int(tokenizer.bos_token_id)
+        self.eos_id = int(tokenizer.eos_token_id)
+        self.pad_id = int(tokenizer.pad_token_id)
+
+    # -- parameters --------------------------------------------------------------------
+    def add_value_head(self) -> nn.Linear:
+        """A scalar value head on the LM's last hidden state, zero-initialised (PPO)."""
+        if self.value_head is None:
+            self.value_head = nn.Linear(self.hidden_size, 1).to(self.device)
+            nn.init.zeros_(self.value_head.weight)
+            nn.init.zeros_(self.value_head.bias)
+        return self.value_head
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """LoRA weights, the projector when trainable, and the value head if any."""
+        modules: list[nn.Module] = [self.lm, self.projector]
+        if self.value_head is not None:
+            modules.append(self.value_head)
+        return [p for m in modules for p in m.parameters() if p.requires_grad]
+
+    def named_trainable_parameters(self) -> list[tuple[str, nn.Parameter]]:
+        named = [("lm." + n, p) for n, p in self.lm.named_parameters() if p.requires_grad]
+        named += [("projector." + n, p) for n, p in self.projector.named_parameters() if p.requires_grad]
+        if self.value_head is not None:
+            named += [("value_head." + n, p) for n, p in self.value_head.named_parameters()]
+        return named
+
+    def to(self, device: Any) -> TinyVideoLM:
+        self.device = torch.device(device)
+        for module in (self.encoder, self.projector, self.lm, self.value_head):
+            if module is not None:
+                module.to(self.device)
+        return self
+
+    def train(self, mode: bool = True) -> TinyVideoLM:
+        # Nothing in the model behaves differently in training (no dropout, no batch norm);
+        # kept so loops can call it as they would on an nn.Module.
+        self.projector.train(mode)
+        return self
+
+    def eval(self) -> TinyVideoLM:
+        return self.train(False)
+
+    @contextlib.contextmanager
+    def adapters_disabled(self) -> Iterator[None]:
+        """The reference policy: LoRA adapters off (projector and merged weights stay)."""
+        with self.lm.disable_adapter():
+            yield
+
+    # -- inputs ------------------------------------------------------------------------
+    def video_features(self, video: VideoRef, frame_range: Sequence[int] | None = None) -> torch.Tensor:
+        """Frozen encoder tokens ``[T + P, D]`` for ``video``, or for its frames
+        ``frame_range = (start, stop)`` (one clip), cached per video and range."""
+        key = (video.video_id, tuple(int(c) for c in frame_range) if frame_range is not None else None)
+        cached = self._features.get(key)
+        if cached is None:
+            if self.frames is None:
+                raise UsageError("this policy has no frame source; build it with a benchmark")
+            frames = np.asarray(self.frames(video))
+            frames = frames[sample_indices(len(frames), self.n_frames, frame_range)]
+            cached = self.encoder.encode(frames).cpu()
+            self._features[key] = cached
+        return cached
+
+    def _ids(self, text: str) -> list[int]:
+        ids = self._text_ids.get(text)
+        if ids is None:
+            ids = self._text_ids[text] = list(self.tokenizer(text, add_special_tokens=False).input_ids)
+        return ids
+
+    def _requests(self, prompts: Sequence[Prompt]) -> list[_Request]:
+        """One request per prompt: ``question: {q}``, the visual tokens, `` answer:``.
+        ``prompt.meta["frame_range"] = [start, stop)`` restricts the frames to one clip."""
+        return [
+            self._request(p.question, self.video_features(p.video, p.meta.get("frame_range")))
+            for p in prompts
+        ]
+
+    def _request(self, question: str, features: torch.Tensor) -> _Request:
+        layout = getattr(self, "layout", "q-v-a")
+        if layout == "v-qa":
+            return _Request([], features, self._ids(QUESTION_TEMPLATE.format(question=question) + ANSWER_CUE))
+        if layout == "q-v-qa":
+            q = self._ids(QUESTION_TEMPLATE.format(question=question))
+            return _Request(q, features, self._ids(QUESTION_TEMPLATE.format(question=question) + ANSWER_CUE))
+        return _Request(self._ids(QUESTION_TEMPLATE.format(question=question)), features, self._ids(ANSWER_CUE))
+
+    def _layout(
+        self, requests: Sequence[_Request], responses: Sequence[Sequence[int]] | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+        """Embed a batch: prefixes (``<bos>``, text, visual tokens, text) left-padded so
+        every response starts at column ``P``, responses right-padded. Returns
+        ``(embeds [N, S, H], mask [N, S], positions [N, S], P)``; gradients reach the
+        projector through the visual slots."""
+        n = len(requests)
+        lengths = [1 + len(r.before) + r.n_visual + len(r.after) for r in requests]
+        P = max(lengths)
+        L = max((len(r) for r in responses), default=0) if responses is not None else 0
+        ids = torch.full((n, P + L), self.pad_id, dtype=torch.long)
+        is_video = torch.zeros((n, P + L), dtype=torch.bool)
+        mask = torch.zeros((n, P + L), dtype=torch.long)
+        for i, req in enumerate(requests):
+            at = P - lengths[i]
+            mask[i, at:P] = 1
+            ids[i, at] = self.bos_id
+            at += 1
+            ids[i, at : at + len(req.before)] = torch.tensor(req.before, dtype=torch.long)
+            at += len(req.before)
+            is_video[i, at : at + req.n_visual] = True
+            at += req.n_visual
+            ids[i, at:P] = torch.tensor(req.after, dtype=torch.long)
+            if responses is not None and len(responses[i]):
+                ids[i, P : P + len(responses[i])] = torch.tensor(list(responses[i]), dtype=torch.long)
+                mask[i, P : P + len(responses[i])] = 1
+        ids, is_video, mask = ids.to(self.device), is_video.to(self.device), mask.to(self.device)
+        embeds = self.lm.get_input_embeddings()(ids)  # [N, S, H]
+        visual = [r.features for r in requests if r.features is not None]
+        if visual:
+            projected = self.projector(torch.cat(visual).to(self.device))  # [sum T+P, H]
+            embeds = embeds.masked_scatter(is_video[..., None], projected.to(embeds.dtype))
+        positions = (mask.cumsum(1) - 1).clamp(min=0)
+        return embeds, mask, positions, P
+
+    # -- sampling ----------------------------------------------------------------------
+    def generate(
+        self,
+        prompts: Sequence[Prompt],
+        n: int = 1,
+        *,
+        max_new_tokens: int = 32,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        greedy: bool = False,
+        use_cache: bool = True,
+        generator: torch.Generator | None = None,
+    ) -> list[list[Rollout]]:
+        """Sample ``n`` answers per prompt, all ``len(prompts) * n`` rows in one batch.
+
+        Returns one list of ``n`` rollouts per prompt; ``token_ids`` are the response only
+        (ending with ``<eos>`` when the model stopped, then ``finished`` is true) and
+        ``logprobs`` their log-probs under the temperature-scaled policy."""
+        if not prompts:
+            return []
+        rows = self._sample(self._requests(prompts), n, max_new_tokens=max_new_tokens, temperature=temperature,
+                            top_p=top_p, greedy=greedy, use_cache=use_cache, generator=generator)
+        out: list[list[Rollout]] = []
+        for i, prompt in enumerate(prompts):
+            group = []
+            for j in range(n):
+                ids, lps = rows[i * n + j]
+                group.append(Rollout(prompt_id=prompt.prompt_id, index=j, text=self._decode(ids), token_ids=ids,
+                                     logprobs=lps, policy_version=self.policy_version,
+                                     finished=bool(ids) and ids[-1] == self.eos_id))
+            out.append(group)
+        return out
+
+    def complete(self, texts: Sequence[str], max_new_tokens: int = 48, greedy: bool = True,
+                 temperature: float = 1.0) -> list[str]:
+        """Text-only continuation (no visual tokens), e.g. for judging prompts."""
+        if not texts:
+            return []
+        rows = self._sample([_Request(self._ids(t)) for t in texts], 1, max_new_tokens=max_new_tokens,
+                            temperature=temperature, top_p=1.0, greedy=greedy, use_cache=True, generator=None)
+        return [self._decode(ids) for ids, _ in rows]
+
+    def describe(self, video: VideoRef, n_clips: int = 3, max_new_tokens: int = 48) -> list[str]:
+        """Greedy captions of ``n_clips`` consecutive clips of ``video`` (VLM-RLAIF's
+        "Describe this video in detail." narrative); join them for a judge's context."""
+        if self.frames is None:
+            raise UsageError("this policy has no frame source; build it with a benchmark")
+        total = video.n_frames or len(self.frames(video))
+        prompts = [Prompt(prompt_id=f"{video.video_id}#clip{i}", video=video, question=DESCRIBE_QUESTION,
+                          qtype="caption", meta={"frame_range": list(r)})
+                   for i, r in enumerate(clip_ranges(total, n_clips))]
+        return [g[0].text for g in self.generate(prompts, 1, max_new_tokens=max_new_tokens, greedy=True)]
+
+    def _decode(self, ids: Sequence[int]) -> str:
+        return str(self.tokenizer.decode(list(ids), skip_special_tokens=True)).strip()
+
+    @torch.no_grad()
+    def _sample(
+        self,
+        requests: Sequence[_Request],
+        n: int,
+        *,
+        max_new_tokens: int,
+        temperature: float,
+        top_p: float,
+        greedy: bool,
+        use_cache: bool,
+        generator: torch.Generator | None,
+    ) -> list[tuple[list[int], list[float]]]:
+        if temperature <= 0:
+            raise UsageError(f"temperature must be > 0 (use greedy=True for argmax), got {temperature}")
+        rows = [r for r in requests for _ in range(n)]
+        embeds, mask, positions, _ = self._layout(rows, None)
+        R = len(rows)
+        tokens = torch.full((R, max_new_tokens), self.pad_id, dtype=torch.long, device=self.device)
+        logprobs = torch.zeros((R, max_new_tokens), device=self.device)
+        lengths = torch.zeros(R, dtype=torch.long, device=self.device)
+        done = torch.zeros(R, dtype=torch.bool, device=self.device)
+        next_position = mask.sum(1, keepdim=True)  # [R, 1]: position of the next token
+        step_embeds, step_positions, cache = embeds, positions, None
+        embed = self.lm.get_input_embeddings()
+        for t in range(max_new_tokens):
+            out = self.lm(inputs_embeds=step_embeds, attention_mask=mask, position_ids=step_positions,
+                          past_key_values=cache, use_cache=use_cache, logits_to_keep=1)
+            logp = torch.log_softmax(out.logits[:, -1].float() / temperature, dim=-1)  # [R, V]
+            if greedy:
+                token = logp.argmax(-1)
+            else:
+                probs = logp.exp()
+                if top_p < 1.0:
+                    probs = _top_p_filter(probs, top_p)
+                token = torch.multinomial(probs, 1, generator=generator).squeeze(1)
+            token = torch.where(done, torch.full_like(token, self.pad_id), token)
+            tokens[:, t] = token
+            logprobs[:, t] = logp.gather(1, token[:, None]).squeeze(1).masked_fill(done, 0.0)
+            lengths += (~done).long()
+            done = done | (token == self.eos_id)
+            if bool(done.all()) or t == max_new_tokens - 1:
+                break
+            new = embed(token)[:, None]  # [R, 1, H]
+            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+            if use_cache:
+                cache, step_embeds, step_positions = out.past_key_values, new, next_position
+            else:
+                step_embeds = torch.cat([step_embeds, new], dim=1)
+                step_positions = torch.cat([step_positions, next_position], dim=1)
+            next_position = next_position + 1
+        tokens_l, logprobs_l, lengths_l = tokens.cpu().tolist(), logprobs.cpu().tolist(), lengths.cpu().tolist()
+        return [(tokens_l[r][: lengths_l[r]], logprobs_l[r][: lengths_l[r]]) for r in range(R)]
+
+    # -- scoring -----------------------------------------------------------------------
+    def forward_responses(
+        self, prompts: Sequence[Prompt], rollouts: Sequence[Rollout], *, with_values: bool = False,
+        temperature: float = 1.0,
+    ) -> dict[str, torch.Tensor]:
+        """Teacher-forced log-probs of ``rollouts[i]`` given ``prompts[i]`` (with grad).
+
+        Returns ``logprobs`` ``[N, L]``, ``mask`` ``[N, L]`` (float, 1 on response
+        tokens) and, with ``with_values``, ``values`` ``[N, L]``: the value head on the
+        hidden state that predicts each token (the state before it is emitted)."""
+        if len(prompts) != len(rollouts):
+            raise ValueError(f"{len(prompts)} prompts for {len(rollouts)} rollouts; pass one prompt per rollout")
+        return self._score(self._requests(prompts), [list(r.token_ids) for r in rollouts],
+                           with_values=with_values, temperature=temperature)
+
+    def logprobs(self, prompts: Sequence[Prompt], rollouts: Sequence[Rollout]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(logprobs [N, L], mask [N, L])``; see :meth:`forward_responses`."""
+        out = self.forward_responses(prompts, rollouts)
+        return out["logprobs"], out["mask"]
+
+    def _score(self, requests: Sequence[_Request], responses: Sequence[list[int]],
+               *, with_values: bool = False, temperature: float = 1.0) -> dict[str, torch.Tensor]:
+        n = len(responses)
+        L = max((len(r) for r in responses), default=0)
+        targets = torch.full((n, L), self.pad_id, dtype=torch.long)
+        resp_mask = torch.zeros((n, L))
+        for i, r in enumerate(responses):
+            targets[i, : len(r)] = torch.tensor(r, dtype=torch.long)
+            resp_mask[i, : len(r)] = 1.0
+        targets, resp_mask = targets.to(self.device), resp_mask.to(self.device)
+        if L == 0:
+            empty = torch.zeros((n, 0), device=self.device)
+            return {"logprobs": empty, "mask": resp_mask, **({"values": empty} if with_values else {})}
+        embeds, mask, positions, P = self._layout(requests, responses)
+        out = self.lm(inputs_embeds=embeds, attention_mask=mask, position_ids=positions,
+                      output_hidden_states=with_values, logits_to_keep=L + 1)
+        logits = out.logits[:, :-1].float() / temperature  # [N, L, V]: columns P-1 .. P+L-2
+        logprobs = torch.log_softmax(logits, dim=-1).gather(-1, targets[..., None]).squeeze(-1) * resp_mask
+        result = {"logprobs": logprobs, "mask": resp_mask}
+        if with_values:
+            head = self.add_value_head()
+            hidden = out.hidden_states[-1][:, P - 1 : P + L - 1]  # [N, L, H]
+            result["values"] = head(hidden).squeeze(-1) * resp_mask
+        return result
+
+    def sequence_loss(self, prompts: Sequence[Prompt], answers: Sequence[str], reduction: str = "sequence"
+                      ) -> torch.Tensor:
+        """Cross-entropy of ``answer + <eos>`` given each prompt (for SFT): the mean over
+        each answer's tokens averaged over answers (``"sequence"``: a one-word answer
+        weighs as much as a description), or the mean over all tokens (``"token"``)."""
+        responses = [self.answer_ids(a) for a in answers]
+        out = self._score(self._requests(prompts), responses)
+        nll, mask = -out["logprobs"], out["mask"]  # [N, L]
+        if reduction == "token":
+            return (nll * mask).sum() / mask.sum().clamp(min=1.0)
+        return ((nll * mask).sum(1) / mask.sum(1).clamp(min=1.0)).mean()
+
+    def answer_ids(self, answer: str) -> list[int]:
+        """Token ids of a target answer as the policy would produce it (then ``<eos>``)."""
+        return [*self._ids(" " + answer.strip()), self.eos_id]
+
+    # -- persistence -------------------------------------------------------------------
+    def config(self) -> dict[str, Any]:
+        return {
+            "format": POLICY_FORMAT,
+            "n_frames": self.n_frames,
+            "lora_r": self.lora_r,
+            "lora_alpha": self.lora_alpha,
+            "lora_targets": list(LORA_TARGETS),
+            "hidden_size": self.hidden_size,
+            "feature_dim": self.encoder.feature_dim,
+            "projector_trainable": any(p.requires_grad for p in self.projector.parameters()),
+            "value_head": self.value_head is not None,
+            "policy_version": self.policy_version,
+            "history": self.history,
+        }
+
+    def save(self, directory: str | Path) -> None:
+        """Write the checkpoint (see the module docstring) to ``directory``."""
+        from safetensors.torch import save_file
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            self.lm.save_pretrained(str(directory / "adapter"))
+        save_file(_cpu_state(self.projector), str(directory / "projector.safetensors"))
+        if self.value_head is not None:
+            save_file(_cpu_state(self.value_head), str(directory / "value_head.safetensors"))
+        self._save_base_lm(directory / "lm")
+        self.encoder.save(directory / "encoder")
+        self.tokenizer.backend_tokenizer.save(str(directory / "tokenizer.json"))
+        (directory / "policy.json").write_text(json.dumps(self.config(), indent=2))
+
+    def _save_base_lm(self, directory: Path) -> None:
+        """The LM without its active adapter (merged adapters included), as a plain
+        ``save_pretrained`` model anyone can load with ``AutoModelForCausalLM``."""
+        from transformers import AutoModelForCausalLM
+
+        base = self.lm.get_base_model()
+        state = {
+            k.replace(".base_layer.", "."): v.detach().cpu()
+            for k, v in base.state_dict().items()
+            if "lora_" not in k
+        }
+        clean = AutoModelForCausalLM.from_config(base.config, attn_implementation="eager")
+        clean.load_state_dict(state, strict=False)
+        with quiet_hf():
+            clean.save_pretrained(str(directory), safe_serialization=True)
+
+    @classmethod
+    def load(
+        cls,
+        directory: str | Path,
+        *,
+        frames: FrameSource | None = None,
+        new_adapter: bool = True,
+        lora_r: int | None = None,
+        lora_alpha: int | None = None,
+        value_head: bool = False,
+        seed: int = 0,
+    ) -> TinyVideoLM:
+        """Load a checkpoint written by :meth:`save`.
+
+        ``new_adapter=True`` (for RL): merge the saved adapter into the LM, freeze the
+        projector, attach a fresh adapter (``lora_r``/``lora_alpha``, default: the saved
+        ones); ``adapters_disabled()`` is then the loaded policy. ``new_adapter=False``:
+        continue training the saved adapter, projector and value head as they were."""
+        from peft import PeftModel
+        from safetensors.torch import load_file
+
+        directory = Path(directory)
+        if not (directory / "policy.json").exists():
+            raise UsageError(f"{directory} is not a tiny-video-lm checkpoint (no policy.json)")
+        config = json.loads((directory / "policy.json").read_text())
+        encoder = TinyConvEncoder.from_pretrained(directory / "encoder")
+        tokenizer = load_world_tokenizer(directory / "tokenizer.json")
+        lm = load_tiny_lm(directory / "lm")
+        projector = nn.Sequential(nn.Linear(config["feature_dim"], config["hidden_size"]), nn.ReLU(),
+                                  nn.Linear(config["hidden_size"], config["hidden_size"]))
+        projector.load_state_dict(load_file(str(directory / "projector.safetensors")))
+        history = list(config.get("history", []))
+        with warnings.catch_warnings(), quiet_hf():
+            warnings.simplefilter("ignore", FutureWarning)
+            peft_lm = PeftModel.from_pretrained(lm, str(directory / "adapter"), is_trainable=not new_adapter)
+        if new_adapter:
+            lm = peft_lm.merge_and_unload()
+            history.append({"merged": str(directory), "lora_r": config["lora_r"], "lora_alpha": config["lora_alpha"]})
+            policy = cls(encoder, lm, tokenizer, frames=frames, n_frames=config["n_frames"],
+                         lora_r=lora_r or config["lora_r"], lora_alpha=lora_alpha or config["lora_alpha"],
+                         projector=projector, projector_trainable=False, value_head=value_head, seed=seed,
+                         history=history)
+            return policy
+        policy = cls(encoder, peft_lm, tokenizer, frames=frames, n_frames=config["n_frames"],
+                     lora_r=config["lora_r"], lora_alpha=config["lora_alpha"], projector=projector,
+                     projector_trainable=config.get("projector_trainable", True), seed=seed, history=history)
+        if (directory / "value_head.safetensors").exists() or value_head:
+            head = policy.add_value_head()
+            if (directory / "value_head.safetensors").exists():
+                head.load_state_dict(load_file(str(directory / "value_head.safetensors")))
+        policy.policy_version = int(config.get("policy_version", 0))
+        return policy
+
+
+def _cpu_state(module: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+
+
+def _top_p_filter(probs: torch.Tensor, top_p: float) -> torch.Tensor:
+    """Keep the smallest set of most likely tokens whose mass reaches ``top_p``."""
+    sorted_probs, order = probs.sort(dim=-1, descending=True)
+    keep = sorted_probs.cumsum(-1) - sorted_probs < top_p  # always keeps the top token
+    filtered = torch.zeros_like(probs).scatter(-1, order, sorted_probs * keep)
+    return filtered / filtered.sum(-1, keepdim=True)
+
+
+# -- the default base: encoder + tokenizer + pre-trained LM, built once per world --------
+def world_texts(benchmark: Any) -> list[str]:
+    """Documents the tiny LM is pre-trained on: the benchmark's world text
+    (``benchmark.texts()``: captions, narratives, questions and answers of the training
+    splits) or, without that method, the captions and narratives of training videos; plus
+    the ``sft`` split's question-answer pairs in the policy's prompt template, so the LM
+    knows the format. Never anything from ``test``."""
+    provided = getattr(benchmark, "texts", None)
+    texts: list[str] = []
+    if callable(provided):
+        texts.extend(str(t) for t in provided())
+    else:
+        for video in training_videos(benchmark):
+            texts.extend(benchmark.clip_captions(video))
+            texts.append(benchmark.narrative(video))
+    for prompt in benchmark.prompts("sft"):
+        texts.append(QA_TEMPLATE.format(question=prompt.question) + " " + str(prompt.reference))
+    return texts
+
+
+def cached_base(benchmark: Any, *, seed: int = 0, n_frames: int = 8, progress: bool = False) -> dict[str, Path]:
+    """Paths of the default base (``encoder``, ``tokenizer``, ``lm``) for ``benchmark``,
+    building whatever is missing in the cache (``$RLAIF_CACHE``, see ``tiny_conv``)."""
+    encoder_dir = cached_tiny_conv(benchmark, seed=seed, n_frames=n_frames, progress=progress)
+    key = hashlib.sha256(f"{BASE_RECIPE}|{world_fingerprint(benchmark)}|{seed}".encode()).hexdigest()[:16]
+    target = cache_root() / "tiny-video-lm-base" / key
+    if not (target / "lm" / "config.json").exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=target.parent))
+        try:
+            texts = world_texts(benchmark)
+            tokenizer = train_world_tokenizer(texts, tmp / "tokenizer.json")
+            metrics = pretrain_tiny_lm(texts, tokenizer, tmp / "lm", seed=seed, progress=progress)
+            (tmp / "base.json").write_text(json.dumps({"recipe": BASE_RECIPE, "seed": seed, "pretrain": metrics,
+                                                       "vocab_size": len(tokenizer), "documents": len(texts)}, indent=2))
+            try:
+                tmp.rename(target)
+            except OSError:  # built concurrently by someone else
+                pass
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+    return {"encoder": encoder_dir, "tokenizer": target / "tokenizer.json", "lm": target / "lm"}
+
+
+def from_base(paths: dict[str, Path], *, frames: FrameSource | None = None, n_frames: int = 8, lora_r: int = 32,
+              lora_alpha: int = 32, value_head: bool = False, seed: int = 0) -> TinyVideoLM:
+    """A fresh policy on the pre-trained base: new projector and adapter, both trainable."""
+    encoder = TinyConvEncoder.from_pretrained(paths["encoder"])
+    return TinyVideoLM(encoder, load_tiny_lm(paths["lm"]), load_world_tokenizer(paths["tokenizer"]), frames=frames,
+                       n_frames=n_frames, lora_r=lora_r, lora_alpha=lora_alpha, value_head=value_head, seed=seed,
+                       history=[{"base": str(paths["lm"])}])
+
+
+def build_tiny_video_lm(
+    path: str | None = None,
+    lora_r: int = 32,
+    lora_alpha: int = 32,
+    n_frames: int = 8,
+    new_adapter: bool = True,
+    value_head: bool = False,
+    seed: int = 0,
+    benchmark: Any = None,
+    lm: str = "tiny",
+) -> TinyVideoLM:
+    """Registry factory. ``path``: a saved checkpoint (an SFT result for RL: its adapter is
+    merged and a fresh one attached unless ``new_adapter`` is false); ``None``: a fresh
+    policy on the default base, pre-training it on ``benchmark`` on first use (cached)."""
+    if lm != "tiny":
+        raise UsageError(f"lm={lm!r} is not available yet for tiny-video-lm; use lm='tiny' "
+                         "(or the hf-vlm policy for pretrained Hugging Face models)")
+    if benchmark is None:
+        benchmark = default_benchmark(seed)
+    frames = benchmark.frames
+    if path is not None:
+        return TinyVideoLM.load(path, frames=frames, new_adapter=new_adapter, lora_r=lora_r, lora_alpha=lora_alpha,
+                                value_head=value_head, seed=seed)
+    paths = cached_base(benchmark, seed=seed, n_frames=n_frames)
+    return from_base(paths, frames=frames, n_frames=n_frames, lora_r=lora_r, lora_alpha=lora_alpha,
+                     value_head=value_head, seed=seed)

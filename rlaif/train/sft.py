@@ -1,0 +1,314 @@
+"""Curriculum supervised fine-tuning of the default policy (VLM-RLAIF stage 1).
+
+Recipe (methods.md §2): train the projector and LoRA adapters (encoder and LM weights
+frozen) on three kinds of items built from the benchmark's ``sft`` split:
+
+* **QA**: each question -> its reference answer;
+* **clip captions**: "Describe this video in detail." over one clip (frames restricted to
+  the clip) -> that clip's gold caption; this is what later writes the judge's narrative;
+* **judging**: a question, sometimes the gold narrative, and K = 2..4 candidate answers
+  labelled A, B, ... (the gold answer among distractors taken from other items of the same
+  type) -> a ranking ``"B > A > C because the answer is <gold>"``.
+
+With ``curriculum=True`` the items are split by answer length (token count, at the
+median) into an easy stage (shorter answers) and a hard stage, trained one after the
+other, ``epochs_per_stage`` epochs each; ``curriculum=False`` trains on the same items,
+shuffled together, for the same number of epochs (so the same number of steps).
+
+The SFT set is deliberately small (one pass over ~150 videos' items by default): the
+result answers well above chance but far from perfectly, leaving room for RL.
+
+Output: the final policy is saved in ``out_dir`` itself (load it with
+``TinyVideoLM.load(out_dir)``, or as ``[policy] path``), plus ``sft.json`` (metrics,
+written last: its presence means done) and one checkpoint per finished stage under
+``out_dir/stages/``. A rerun with a finished ``out_dir`` returns the saved metrics; an
+interrupted run resumes from its last finished stage (optimizer state restarts).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import random
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rlaif.core.records import Prompt
+
+SFT_RECIPE = "sft/1"
+LABELS = "ABCDEFGH"
+LONG_QTYPES = frozenset({"describe", "caption"})
+
+
+@dataclass(frozen=True)
+class SFTItem:
+    """One supervised example: what the policy is asked and the answer it should give."""
+
+    prompt: Prompt
+    answer: str
+    kind: str  # qa | caption | judge
+
+
+# -- the judging format (shared with any oracle that uses the policy as its judge) -------
+def format_judge_question(question: str, candidates: Sequence[str], narrative: str | None = None) -> str:
+    """The judging instruction: question, optional narrative, candidates ``A: ...``."""
+    parts = [f"rank the answers to: {question}"]
+    if narrative:
+        parts.append(f"context: {narrative}")
+    parts += [f"{LABELS[i]}: {c}" for i, c in enumerate(candidates)]
+    return " | ".join(parts)
+
+
+def format_ranking(order: Sequence[int], reason: str = "") -> str:
+    """``[1, 0, 2]`` -> ``"B > A > C"`` (best first), then ``" because ..."`` if given."""
+    text = " > ".join(LABELS[i] for i in order)
+    return f"{text} because {reason}" if reason else text
+
+
+def parse_ranking(text: str, k: int) -> list[int] | None:
+    """Candidate indices, best first, from a ranking like ``"B > A > C because ..."``;
+    ``None`` unless each of the first ``k`` labels appears exactly once before "because"."""
+    head = text.split("because", 1)[0]
+    found = re.findall(r"\b([A-H])\b", head)
+    order = [LABELS.index(c) for c in found]
+    if sorted(order) != list(range(k)):
+        return None
+    return order
+
+
+# -- data ----------------------------------------------------------------------------------
+def _normalize(text: str) -> str:
+    return " ".join(re.sub(r"[^\w\s]", " ", text.lower()).split())
+
+
+def judge_items(qa: Sequence[Prompt], *, seed: int = 0, fraction: float = 0.5, p_narrative: float = 0.5
+                ) -> list[SFTItem]:
+    """Judging items for a ``fraction`` of the short-answer questions: the gold answer
+    among 1-3 distractors (other answers of the same question type), shuffled; the target
+    ranks gold first, then distractors by word overlap with the gold answer."""
+    rng = random.Random(f"judge:{seed}")
+    pools: dict[str, list[str]] = {}
+    for p in qa:
+        if p.reference and p.qtype not in LONG_QTYPES:
+            pool = pools.setdefault(p.qtype, [])
+            if p.reference not in pool:
+                pool.append(p.reference)
+    items = []
+    for p in qa:
+        if p.qtype in LONG_QTYPES or not p.reference or rng.random() >= fraction:
+            continue
+        gold = p.reference
+        others = [a for a in pools.get(p.qtype, []) if _normalize(a) != _normalize(gold)]
+        if not others:
+            continue
+        k = rng.randint(2, min(4, len(others) + 1))
+        candidates = [gold, *rng.sample(others, k - 1)]
+        rng.shuffle(candidates)
+        gold_words = set(_normalize(gold).split())
+        order = sorted(range(k), key=lambda i: (candidates[i] != gold,
+                                                -len(gold_words & set(_normalize(candidates[i]).split())), i))
+        narrative = p.meta.get("gold_narrative") if rng.random() < p_narrative else None
+        question = format_judge_question(p.question, candidates, narrative)
+        prompt = Prompt(prompt_id=f"{p.prompt_id}-judge", video=p.video, question=question, qtype="judge",
+                        meta={"candidates": candidates})
+        items.append(SFTItem(prompt, format_ranking(order, f"the answer is {gold}"), "judge"))
+    return items
+
+
+def caption_items(benchmark: Any, split: str = "sft") -> list[SFTItem]:
+    """One item per clip: "Describe this video in detail." over the clip -> its caption.
+    Uses ``benchmark.sft_examples`` when the benchmark has it (clips carry
+    ``meta["frame_range"]``), else splits each video into as many equal clips as it has
+    captions."""
+    from rlaif.plugins.policies.tiny_video_lm import DESCRIBE_QUESTION, clip_ranges
+
+    if callable(getattr(benchmark, "sft_examples", None)):
+        return [SFTItem(p, str(p.reference), "caption") for p in benchmark.sft_examples(split)
+                if p.qtype == "caption" and p.reference]
+    items, seen = [], set()
+    for p in benchmark.prompts(split):
+        if p.video.video_id in seen:
+            continue
+        seen.add(p.video.video_id)
+        captions = list(benchmark.clip_captions(p.video))
+        total = p.video.n_frames or len(benchmark.frames(p.video))
+        for k, (r, caption) in enumerate(zip(clip_ranges(total, len(captions)), captions)):
+            prompt = Prompt(prompt_id=f"{p.video.video_id}-c{k}", video=p.video, question=DESCRIBE_QUESTION,
+                            qtype="caption", meta={"frame_range": list(r)})
+            items.append(SFTItem(prompt, caption, "caption"))
+    return items
+
+
+def build_sft_items(benchmark: Any, *, seed: int = 0, split: str = "sft", judge_fraction: float = 0.5
+                    ) -> list[SFTItem]:
+    """QA, clip-caption and judging items from ``split`` (see the module docstring)."""
+    qa = [p for p in benchmark.prompts(split) if p.reference]
+    items = [SFTItem(p, str(p.reference), "qa") for p in qa]
+    items += caption_items(benchmark, split)
+    items += judge_items(qa, seed=seed, fraction=judge_fraction)
+    return items
+
+
+def curriculum_stages(items: Sequence[SFTItem], answer_length: Any, *, curriculum: bool = True, seed: int = 0
+                      ) -> list[tuple[str, list[SFTItem]]]:
+    """``[("easy", ...), ("hard", ...)]`` split at the median answer length (items at the
+    median go to easy), each shuffled; or ``[("all", ...)]`` without curriculum."""
+    rng = random.Random(f"stages:{seed}")
+    if not curriculum:
+        everything = list(items)
+        rng.shuffle(everything)
+        return [("all", everything)]
+    lengths = [answer_length(it.answer) for it in items]
+    median = sorted(lengths)[len(lengths) // 2] if lengths else 0
+    easy = [it for it, n in zip(items, lengths) if n <= median]
+    hard = [it for it, n in zip(items, lengths) if n > median]
+    rng.shuffle(easy)
+    rng.shuffle(hard)
+    return [("easy", easy), ("hard", hard)]
+
+
+# -- the recipe ----------------------------------------------------------------------------
+def default_sft_dir(benchmark: Any, seed: int = 0) -> Path:
+    """Where the default SFT policy for ``benchmark`` lives in the cache."""
+    from rlaif.plugins.encoders.tiny_conv import cache_root, world_fingerprint
+
+    key = hashlib.sha256(f"{SFT_RECIPE}|{world_fingerprint(benchmark)}|{seed}".encode()).hexdigest()[:16]
+    return cache_root() / "sft" / key
+
+
+def run_sft(
+    out_dir: str | Path,
+    *,
+    benchmark: Any,
+    seed: int = 0,
+    curriculum: bool = True,
+    lora_r: int = 32,
+    lora_alpha: int = 32,
+    lr: float = 2e-3,
+    batch_size: int = 16,
+    epochs_per_stage: int = 1,
+    n_frames: int = 8,
+    judge_fraction: float = 0.5,
+    max_steps: int | None = None,
+    policy: Any = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Curriculum SFT of the default policy; returns metrics (also in ``out_dir/sft.json``).
+
+    ``policy`` overrides the starting policy (default: a fresh ``tiny-video-lm`` on the
+    cached pre-trained base of ``benchmark``); ``max_steps`` caps the total optimizer
+    steps (tests)."""
+    import torch
+
+    from rlaif.plugins.policies.tiny_video_lm import TinyVideoLM, build_tiny_video_lm
+
+    out = Path(out_dir)
+    done_file = out / "sft.json"
+    if done_file.exists():
+        return dict(json.loads(done_file.read_text()))
+    start = time.perf_counter()
+    torch.manual_seed(seed)
+    if policy is None:
+        policy = build_tiny_video_lm(None, lora_r=lora_r, lora_alpha=lora_alpha, n_frames=n_frames, seed=seed,
+                                     benchmark=benchmark)
+    items = build_sft_items(benchmark, seed=seed, judge_fraction=judge_fraction)
+    stages = curriculum_stages(items, lambda a: len(policy.answer_ids(a)), curriculum=curriculum, seed=seed)
+    plan = [(name, epoch, stage_items) for name, stage_items in stages for epoch in range(epochs_per_stage)]
+    steps_per = [math.ceil(len(s) / batch_size) for _, _, s in plan]
+    total_steps = sum(steps_per) if max_steps is None else min(max_steps, sum(steps_per))
+
+    # Resume after the last finished stage.
+    finished: dict[str, Any] = {}
+    for name, _ in stages:
+        marker = out / "stages" / name / "stage.json"
+        if marker.exists():
+            finished[name] = json.loads(marker.read_text())
+            policy = TinyVideoLM.load(out / "stages" / name, frames=policy.frames, new_adapter=False)
+        else:
+            break
+    step = sum(m["steps"] for m in finished.values())
+
+    params = policy.trainable_parameters()
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    warmup = max(1, total_steps // 20)
+
+    def lr_at(i: int) -> float:
+        if i < warmup:
+            return lr * (i + 1) / warmup
+        return lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (i - warmup) / max(1, total_steps - warmup))))
+
+    bar = _progress_bar(progress, total_steps, step)
+    metrics: dict[str, Any] = {"items": len(items), "steps": total_steps, "curriculum": curriculum,
+                               "stages": {n: len(s) for n, s in stages},
+                               "kinds": {k: sum(it.kind == k for it in items) for k in ("qa", "caption", "judge")}}
+    policy.train()
+    for name, stage_items in stages:
+        if name in finished:
+            metrics[f"loss/{name}"] = finished[name]["loss"]
+            continue
+        stage_losses: list[float] = []
+        stage_steps = 0
+        for epoch in range(epochs_per_stage):
+            order = list(stage_items)
+            random.Random(f"epoch:{seed}:{name}:{epoch}").shuffle(order)
+            for b in range(0, len(order), batch_size):
+                if step >= total_steps:
+                    break
+                batch = order[b : b + batch_size]
+                for group in optimizer.param_groups:
+                    group["lr"] = lr_at(step)
+                loss = policy.sequence_loss([it.prompt for it in batch], [it.answer for it in batch])
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(params, 1.0)
+                optimizer.step()
+                step += 1
+                stage_steps += 1
+                stage_losses.append(float(loss.detach()))
+                if bar is not None:
+                    bar.update(bar.task_ids[0], advance=1, info=f"{name} loss {stage_losses[-1]:.3f}")
+        k = max(1, len(stage_losses) // 10)
+        summary = {"loss": sum(stage_losses[-k:]) / k if stage_losses else float("nan"),
+                   "loss_first": sum(stage_losses[:k]) / k if stage_losses else float("nan"),
+                   "steps": stage_steps, "items": len(stage_items)}
+        metrics[f"loss/{name}"] = summary["loss"]
+        metrics[f"loss_first/{name}"] = summary["loss_first"]
+        stage_dir = out / "stages" / name
+        policy.save(stage_dir)
+        (stage_dir / "stage.json").write_text(json.dumps(summary))
+    if bar is not None:
+        bar.stop()
+    policy.eval()
+    policy.save(out)
+    metrics["seconds"] = time.perf_counter() - start
+    done_file.write_text(json.dumps(metrics, indent=2))
+    return metrics
+
+
+def _progress_bar(enabled: bool, total: int, completed: int) -> Any:
+    if not enabled:
+        return None
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    bar = Progress(TextColumn("SFT"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   TextColumn("{task.fields[info]}"))
+    bar.add_task("sft", total=total, completed=completed, info="")
+    bar.start()
+    return bar
+
+
+__all__ = [
+    "SFTItem",
+    "build_sft_items",
+    "curriculum_stages",
+    "default_sft_dir",
+    "format_judge_question",
+    "format_ranking",
+    "parse_ranking",
+    "run_sft",
+]
