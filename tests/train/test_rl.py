@@ -175,3 +175,16 @@ def test_bad_config_is_one_line_error(tmp_path: Path, toml: str, message: str) -
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], proc.stderr
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("loss", ["grpo", "ppo", "dpo"])
+def test_every_loss_runs_end_to_end(tiny: dict[str, Path], loss: str) -> None:
+    run_dir = tiny["root"] / f"loss-{loss}"
+    proc = run_cli(tiny, "run", "--config", str(tiny["config"]), "--run-dir", str(run_dir), "--loss", loss,
+                   "--steps", "2", "--json")
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert summary["loss"] == loss and summary["steps"] == 2 and summary["final_accuracy"] is not None
+    import csv
+
+    rows = [r for r in csv.DictReader((run_dir / "metrics.csv").open()) if r.get("loss")]
+    assert len(rows) == 2 and all(r["loss"] not in ("", "nan") for r in rows)
