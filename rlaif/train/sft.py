@@ -12,8 +12,10 @@ frozen) on three kinds of items built from the benchmark's ``sft`` split:
 
 With ``curriculum=True`` the items are split by answer length (token count, at the
 median) into an easy stage (shorter answers) and a hard stage, trained one after the
-other, ``epochs_per_stage`` epochs each; ``curriculum=False`` trains on the same items,
-shuffled together, for the same number of epochs (so the same number of steps).
+other, ``epochs_per_stage`` epochs each; the hard stage replays half of the easy items
+(ours: without replay the tiny model forgets to stop after one word). ``curriculum=False``
+trains on the same items, shuffled together, for the same number of epochs (so the same
+number of steps).
 
 The SFT set is deliberately small (one pass over ~150 videos' items by default): the
 result answers well above chance but far from perfectly, leaving room for RL.
@@ -154,19 +156,23 @@ def build_sft_items(benchmark: Any, *, seed: int = 0, split: str = "sft", judge_
     return items
 
 
-def curriculum_stages(items: Sequence[SFTItem], answer_length: Any, *, curriculum: bool = True, seed: int = 0
-                      ) -> list[tuple[str, list[SFTItem]]]:
-    """``[("easy", ...), ("hard", ...)]`` split at the median answer length (items at the
-    median go to easy), each shuffled; or ``[("all", ...)]`` without curriculum."""
+def curriculum_stages(items: Sequence[SFTItem], answer_length: Any, *, curriculum: bool = True, seed: int = 0,
+                      replay: float = 0.5) -> list[tuple[str, list[SFTItem]]]:
+    """``[("easy", ...), ("hard", ...)]``: items split at the median answer length (items
+    at the median go to easy), each stage shuffled. The hard stage also replays a
+    ``replay`` fraction of the easy items: without it a small model forgets to stop after
+    a short answer once it has only seen long ones. Without curriculum: ``[("all", ...)]``,
+    the same items (replayed ones included) in one shuffled stage."""
     rng = random.Random(f"stages:{seed}")
-    if not curriculum:
-        everything = list(items)
-        rng.shuffle(everything)
-        return [("all", everything)]
     lengths = [answer_length(it.answer) for it in items]
     median = sorted(lengths)[len(lengths) // 2] if lengths else 0
     easy = [it for it, n in zip(items, lengths) if n <= median]
     hard = [it for it, n in zip(items, lengths) if n > median]
+    hard += rng.sample(easy, round(replay * len(easy)))
+    if not curriculum:
+        everything = easy + hard
+        rng.shuffle(everything)
+        return [("all", everything)]
     rng.shuffle(easy)
     rng.shuffle(hard)
     return [("easy", easy), ("hard", hard)]
@@ -194,6 +200,7 @@ def run_sft(
     epochs_per_stage: int = 1,
     n_frames: int = 8,
     judge_fraction: float = 0.5,
+    replay: float = 0.5,
     max_steps: int | None = None,
     policy: Any = None,
     progress: bool = True,
@@ -217,7 +224,8 @@ def run_sft(
         policy = build_tiny_video_lm(None, lora_r=lora_r, lora_alpha=lora_alpha, n_frames=n_frames, seed=seed,
                                      benchmark=benchmark)
     items = build_sft_items(benchmark, seed=seed, judge_fraction=judge_fraction)
-    stages = curriculum_stages(items, lambda a: len(policy.answer_ids(a)), curriculum=curriculum, seed=seed)
+    stages = curriculum_stages(items, lambda a: len(policy.answer_ids(a)), curriculum=curriculum, seed=seed,
+                               replay=replay)
     plan = [(name, epoch, stage_items) for name, stage_items in stages for epoch in range(epochs_per_stage)]
     steps_per = [math.ceil(len(s) / batch_size) for _, _, s in plan]
     total_steps = sum(steps_per) if max_steps is None else min(max_steps, sum(steps_per))
