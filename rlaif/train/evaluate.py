@@ -40,7 +40,7 @@ def greedy_answers(policy: Any, prompts: Sequence[Prompt], *, batch_size: int = 
         for start in range(0, len(indices), batch_size):
             chunk = indices[start : start + batch_size]
             groups = policy.generate([prompts[i] for i in chunk], 1, max_new_tokens=budget, greedy=True)
-            for i, group in zip(chunk, groups):
+            for i, group in zip(chunk, groups, strict=False):
                 answers[i] = group[0].text
     return answers
 

@@ -139,7 +139,7 @@ def caption_items(benchmark: Any, split: str = "sft") -> list[SFTItem]:
         seen.add(p.video.video_id)
         captions = list(benchmark.clip_captions(p.video))
         total = p.video.n_frames or len(benchmark.frames(p.video))
-        for k, (r, caption) in enumerate(zip(clip_ranges(total, len(captions)), captions)):
+        for k, (r, caption) in enumerate(zip(clip_ranges(total, len(captions)), captions, strict=False)):
             prompt = Prompt(prompt_id=f"{p.video.video_id}-c{k}", video=p.video, question=DESCRIBE_QUESTION,
                             qtype="caption", meta={"frame_range": list(r)})
             items.append(SFTItem(prompt, caption, "caption"))
@@ -166,8 +166,8 @@ def curriculum_stages(items: Sequence[SFTItem], answer_length: Any, *, curriculu
     rng = random.Random(f"stages:{seed}")
     lengths = [answer_length(it.answer) for it in items]
     median = sorted(lengths)[len(lengths) // 2] if lengths else 0
-    easy = [it for it, n in zip(items, lengths) if n <= median]
-    hard = [it for it, n in zip(items, lengths) if n > median]
+    easy = [it for it, n in zip(items, lengths, strict=False) if n <= median]
+    hard = [it for it, n in zip(items, lengths, strict=False) if n > median]
     hard += rng.sample(easy, round(replay * len(easy)))
     if not curriculum:
         everything = easy + hard

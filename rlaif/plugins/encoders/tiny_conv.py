@@ -143,7 +143,7 @@ class _CaptionEncoder(nn.Module):
 
     def ids(self, text: str) -> list[int]:
         words = text.lower().replace(".", " ").replace(",", " ").split()
-        grams = words + [a + " " + b for a, b in zip(words, words[1:])]
+        grams = words + [a + " " + b for a, b in zip(words, words[1:], strict=False)]
         return [zlib.crc32(g.encode()) % self.buckets for g in grams] or [0]
 
     def forward(self, texts: Sequence[str]) -> torch.Tensor:
@@ -252,7 +252,7 @@ def pretrain_tiny_conv(
     for video in training_videos(benchmark):
         frames = np.asarray(benchmark.frames(video))
         captions = list(benchmark.clip_captions(video))
-        for window, caption in zip(_clip_windows(len(frames), len(captions), frames_per_clip), captions):
+        for window, caption in zip(_clip_windows(len(frames), len(captions), frames_per_clip), captions, strict=False):
             clips.append((frames[window], caption))
     if not clips:
         raise ValueError("the benchmark has no training videos with clip captions to pre-train on")
