@@ -36,7 +36,7 @@ import random
 import re
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -201,6 +201,7 @@ def run_sft(
     n_frames: int = 8,
     judge_fraction: float = 0.5,
     replay: float = 0.5,
+    frame_views: int = 4,
     max_steps: int | None = None,
     policy: Any = None,
     progress: bool = True,
@@ -264,13 +265,18 @@ def run_sft(
         for epoch in range(epochs_per_stage):
             order = list(stage_items)
             random.Random(f"epoch:{seed}:{name}:{epoch}").shuffle(order)
+            jitter = random.Random(f"views:{seed}:{name}:{epoch}")
             for b in range(0, len(order), batch_size):
                 if step >= total_steps:
                     break
                 batch = order[b : b + batch_size]
+                prompts = [it.prompt for it in batch]
+                if frame_views > 1:  # augmentation: another sampling of the frames
+                    prompts = [replace(p, meta={**p.meta, "frame_jitter": jitter.randrange(frame_views)})
+                               for p in prompts]
                 for group in optimizer.param_groups:
                     group["lr"] = lr_at(step)
-                loss = policy.sequence_loss([it.prompt for it in batch], [it.answer for it in batch])
+                loss = policy.sequence_loss(prompts, [it.answer for it in batch])
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(params, 1.0)

@@ -66,9 +66,10 @@ from rlaif.plugins.policies.tiny_lm import (
 )
 
 #: Bumped when the base recipe (tokenizer, LM, pre-training) changes; invalidates caches.
-BASE_RECIPE = "tiny-video-lm-base/1"
+BASE_RECIPE = "tiny-video-lm-base/2"
 POLICY_FORMAT = "tiny-video-lm/1"
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
+FRAME_CACHE_VIDEOS = 256  # decoded videos kept in memory (~120 kB each at 32x32)
 #: The prompt around the visual tokens: ``<bos> question: {q} [visual tokens] answer:``.
 #: The visual tokens come after the question so that, in a causal LM, they can attend to
 #: it (question-aware visual tokens); this made a tiny LM learn to read the video much
@@ -81,12 +82,20 @@ DESCRIBE_QUESTION = "Describe this video in detail."
 FrameSource = Callable[[VideoRef], Any]
 
 
-def sample_indices(n_total: int, n_frames: int, frame_range: Sequence[int] | None = None) -> np.ndarray:
+def sample_indices(n_total: int, n_frames: int, frame_range: Sequence[int] | None = None,
+                   jitter: int | None = None) -> np.ndarray:
     """``n_frames`` indices spread uniformly (``linspace``, rounded) over the video, or
-    over ``frame_range = (start, stop)`` (a clip); indices repeat in short ranges."""
+    over ``frame_range = (start, stop)`` (a clip); indices repeat in short ranges. With
+    ``jitter`` (a seed), one random index from each of ``n_frames`` equal segments
+    instead (TSN-style sampling, used to augment SFT)."""
     lo, hi = (0, n_total) if frame_range is None else (max(0, int(frame_range[0])), min(n_total, int(frame_range[1])))
     hi = max(hi, lo + 1)
-    return np.linspace(lo, hi - 1, n_frames).round().astype(int)
+    if jitter is None:
+        return np.linspace(lo, hi - 1, n_frames).round().astype(int)
+    edges = np.linspace(lo, hi, n_frames + 1)
+    rng = np.random.default_rng(jitter)
+    picks = edges[:-1] + rng.random(n_frames) * (edges[1:] - edges[:-1])
+    return np.clip(np.floor(picks), lo, hi - 1).astype(int)
 
 
 def clip_ranges(n_total: int, n_clips: int) -> list[tuple[int, int]]:
@@ -179,7 +188,8 @@ class TinyVideoLM:
         self.history = list(history or [])  # adapters merged into the LM so far
         self.policy_version = 0  # optimizer steps taken; stamped on every rollout
         self.device = torch.device("cpu")
-        self._features: dict[tuple[str, tuple[int, ...] | None], torch.Tensor] = {}
+        self._features: dict[tuple[str, tuple[int, ...] | None, int | None], torch.Tensor] = {}
+        self._frame_cache: dict[str, np.ndarray] = {}  # insertion order = recency
         self._text_ids: dict[str, list[int]] = {}
         self.bos_id = int(tokenizer.bos_token_id)
         self.eos_id = int(tokenizer.eos_token_id)
@@ -231,19 +241,32 @@ class TinyVideoLM:
             yield
 
     # -- inputs ------------------------------------------------------------------------
-    def video_features(self, video: VideoRef, frame_range: Sequence[int] | None = None) -> torch.Tensor:
+    def video_features(self, video: VideoRef, frame_range: Sequence[int] | None = None,
+                       jitter: int | None = None) -> torch.Tensor:
         """Frozen encoder tokens ``[T + P, D]`` for ``video``, or for its frames
-        ``frame_range = (start, stop)`` (one clip), cached per video and range."""
-        key = (video.video_id, tuple(int(c) for c in frame_range) if frame_range is not None else None)
+        ``frame_range = (start, stop)`` (one clip); ``jitter`` picks a randomised
+        sampling of the frames (see :func:`sample_indices`). Cached per key."""
+        key = (video.video_id, tuple(int(c) for c in frame_range) if frame_range is not None else None, jitter)
         cached = self._features.get(key)
         if cached is None:
-            if self.frames is None:
-                raise UsageError("this policy has no frame source; build it with a benchmark")
-            frames = np.asarray(self.frames(video))
-            frames = frames[sample_indices(len(frames), self.n_frames, frame_range)]
+            frames = self._decoded(video)
+            frames = frames[sample_indices(len(frames), self.n_frames, frame_range, jitter)]
             cached = self.encoder.encode(frames).cpu()
             self._features[key] = cached
         return cached
+
+    def _decoded(self, video: VideoRef) -> np.ndarray:
+        """All frames of ``video``, kept for the most recent videos (clips and jittered
+        samplings of one video then cost one decode)."""
+        if self.frames is None:
+            raise UsageError("this policy has no frame source; build it with a benchmark")
+        frames = self._frame_cache.pop(video.video_id, None)
+        if frames is None:
+            frames = np.asarray(self.frames(video))
+        self._frame_cache[video.video_id] = frames
+        while len(self._frame_cache) > FRAME_CACHE_VIDEOS:
+            self._frame_cache.pop(next(iter(self._frame_cache)))
+        return frames
 
     def _ids(self, text: str) -> list[int]:
         ids = self._text_ids.get(text)
@@ -255,7 +278,7 @@ class TinyVideoLM:
         """One request per prompt: ``question: {q}``, the visual tokens, `` answer:``.
         ``prompt.meta["frame_range"] = [start, stop)`` restricts the frames to one clip."""
         return [
-            self._request(p.question, self.video_features(p.video, p.meta.get("frame_range")))
+            self._request(p.question, self.video_features(p.video, p.meta.get("frame_range"), p.meta.get("frame_jitter")))
             for p in prompts
         ]
 
@@ -607,6 +630,15 @@ def world_texts(benchmark: Any) -> list[str]:
             texts.append(benchmark.narrative(video))
     for prompt in benchmark.prompts("sft"):
         texts.append(QA_TEMPLATE.format(question=prompt.question) + " " + str(prompt.reference))
+    # Reading comprehension: a narrative, then questions about it answered from it. This
+    # is what lets a pre-trained LLM look things up in its context; the visual tokens of
+    # the VLM later take the narrative's place.
+    for split in ("sft", "rl"):
+        for prompt in benchmark.prompts(split):
+            narrative = prompt.meta.get("gold_narrative")
+            if narrative and prompt.reference and prompt.qtype != "describe":
+                texts.append(f"context: {narrative} " + QA_TEMPLATE.format(question=prompt.question)
+                             + " " + str(prompt.reference))
     return texts
 
 
