@@ -169,11 +169,16 @@ def _open_env(path: Path, readonly: bool, map_size: int, sync: bool) -> _Env:
             env.reader_check()  # free slots of readers that died (e.g. SIGKILL)
         dbs = {}
         if not readonly:
-            # All sub-databases appear in one transaction, so a reader never sees a
-            # half-created store.
+            # All sub-databases and the format marker appear in one transaction, so
+            # a reader never sees a half-created store.
             with env.begin(write=True) as txn:
                 for name in DATABASES:
                     dbs[name] = env.open_db(name.encode(), txn=txn, create=True)
+                if txn.get(b"format", db=dbs["meta"]) is None:
+                    from rlaif import __version__
+
+                    txn.put(b"format", encode({"schema": FORMAT, "created": time.time(),
+                                               "rlaif_version": __version__}), db=dbs["meta"])
         else:
             for name in DATABASES:
                 try:
