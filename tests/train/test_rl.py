@@ -95,14 +95,17 @@ def test_run_kill_resume_matches_uninterrupted_run_and_replay(tiny: dict[str, Pa
     proc = subprocess.Popen(rlaif_cmd("run", "--config", str(tiny["config"]), "--run-dir", str(killed),
                                       "--no-progress"), env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)
+    from rlaif.core.errors import StoreError
     from rlaif.core.store import RunStore
 
     deadline = time.time() + 400
     while time.time() < deadline and proc.poll() is None:
-        if (killed / "store.lmdb").exists():
+        try:
             with RunStore(killed, readonly=True) as store:
                 if (store.last_committed_step("main") or 0) >= 3:
                     break
+        except StoreError:
+            pass  # not created yet (the writer is still starting)
         time.sleep(0.05)
     assert proc.poll() is None, "run finished before it could be killed"
     proc.send_signal(signal.SIGKILL)
