@@ -269,8 +269,9 @@ def pretrain_tiny_conv(
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
     losses, accs = [], []
-    bar = _Bar(progress, "pre-training tiny-conv encoder", steps)
-    for _ in range(steps):
+    from rich.progress import track
+
+    for _ in track(range(steps), description="pre-training tiny-conv encoder", disable=not progress, transient=True):
         batch = rng.sample(clips, min(batch_size, len(clips)))
         frames = torch.from_numpy(np.stack([c[0] for c in batch]))  # [B, F, H, W, 3]
         B, Fr = frames.shape[:2]
@@ -293,8 +294,6 @@ def pretrain_tiny_conv(
         sched.step()
         losses.append(float(loss.detach()))
         accs.append(float(same[torch.arange(B), logits.argmax(1)].mean()))  # among captions + negatives
-        bar.advance(f"loss {losses[-1]:.3f}")
-    bar.close()
     encoder.freeze()
     encoder.save(out_dir)
     k = max(1, steps // 10)
@@ -346,25 +345,3 @@ def default_benchmark(seed: int = 0) -> Any:
     from rlaif.plugins.benchmarks.video_world import VideoWorld
 
     return VideoWorld(seed=seed)
-
-
-class _Bar:
-    """A rich progress bar that does nothing when disabled."""
-
-    def __init__(self, enabled: bool, description: str, total: int) -> None:
-        self.progress: Any = None
-        if enabled:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-            self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                     TimeElapsedColumn(), TextColumn("{task.fields[info]}"))
-            self.progress.start()
-            self.task = self.progress.add_task(description, total=total, info="")
-
-    def advance(self, info: str = "") -> None:
-        if self.progress is not None:
-            self.progress.update(self.task, advance=1, info=info)
-
-    def close(self) -> None:
-        if self.progress is not None:
-            self.progress.stop()

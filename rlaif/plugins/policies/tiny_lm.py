@@ -162,8 +162,9 @@ def pretrain_tiny_lm(
     sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
     gen = torch.Generator().manual_seed(seed)
     losses: list[float] = []
-    bar = _progress(progress, "pre-training tiny LM", steps)
-    for _ in range(steps):
+    from rich.progress import track
+
+    for _ in track(range(steps), description="pre-training tiny LM", disable=not progress, transient=True):
         starts = torch.randint(0, len(data) - seq_len - 1, (batch_size,), generator=gen)
         windows = torch.stack([data[s : s + seq_len + 1] for s in starts.tolist()])  # [B, S+1]
         loss = model(input_ids=windows, labels=windows).loss  # HF shifts the labels itself
@@ -173,8 +174,6 @@ def pretrain_tiny_lm(
         opt.step()
         sched.step()
         losses.append(float(loss.detach()))
-        bar.advance(f"loss {losses[-1]:.3f}")
-    bar.close()
     model.eval()
     out_dir = Path(out_dir)
     with quiet_hf():
@@ -186,25 +185,3 @@ def pretrain_tiny_lm(
         "loss_last": sum(tail) / len(tail),
         "seconds": time.perf_counter() - start,
     }
-
-
-class _progress:
-    """A rich progress bar that is a no-op when ``enabled`` is false."""
-
-    def __init__(self, enabled: bool, description: str, total: int) -> None:
-        self.bar: Any = None
-        if enabled:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-            self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                TimeElapsedColumn(), TextColumn("{task.fields[info]}"), transient=False)
-            self.bar.start()
-            self.task = self.bar.add_task(description, total=total, info="")
-
-    def advance(self, info: str = "") -> None:
-        if self.bar is not None:
-            self.bar.update(self.task, advance=1, info=info)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.stop()

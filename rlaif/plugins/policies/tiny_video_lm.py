@@ -5,10 +5,12 @@ The shape of VLM-RLAIF's model at toy scale (methods.md §2): a frozen visual en
 (Linear, ReLU, Linear) -> a causal LM fed through ``inputs_embeds``, fine-tuned with LoRA
 adapters (default r = 32, alpha = 32 on q/k/v/o). A prompt reads::
 
-    <bos> [T + P visual tokens] question: {question} answer:
+    <bos> question: {question} [T + P visual tokens] answer:
 
-and the response is the answer's tokens followed by ``<eos>``. Text-only requests
-(:meth:`TinyVideoLM.complete`, used for judging) drop the visual tokens.
+and the response is the answer's tokens followed by ``<eos>``. ``prompt.meta
+["frame_range"] = [start, stop)`` restricts the frames to one clip (clip captions) and
+``prompt.meta["frame_jitter"]`` picks a randomised frame sampling (SFT augmentation).
+Text-only requests (:meth:`TinyVideoLM.complete`, e.g. judging) drop the visual tokens.
 
 Reference policy. ``adapters_disabled()`` turns the LoRA adapters off (peft
 ``disable_adapter``). For RL the reference must be the SFT model, so loading an SFT
@@ -71,9 +73,9 @@ POLICY_FORMAT = "tiny-video-lm/1"
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
 FRAME_CACHE_VIDEOS = 256  # decoded videos kept in memory (~120 kB each at 32x32)
 #: The prompt around the visual tokens: ``<bos> question: {q} [visual tokens] answer:``.
-#: The visual tokens come after the question so that, in a causal LM, they can attend to
-#: it (question-aware visual tokens); this made a tiny LM learn to read the video much
-#: faster than LLaVA's video-first order. The words match the LM's pre-training text.
+#: Ours: the visual tokens come after the question so that, in a causal LM, they can
+#: attend to it (LLaVA puts the image first; in our tiny runs the two orders scored
+#: within noise). The words match the LM's pre-training text.
 QUESTION_TEMPLATE = "question: {question}"
 ANSWER_CUE = " answer:"
 #: The captioning instruction of VLM-RLAIF's context-aware judging.
@@ -164,6 +166,7 @@ class TinyVideoLM:
         if lora_r < 1:
             raise UsageError(f"lora_r must be >= 1, got {lora_r}")
         torch.manual_seed(seed)
+        self.device = torch.device("cpu")
         self.encoder = encoder.freeze()
         self.tokenizer = tokenizer
         self.frames = frames
@@ -187,7 +190,6 @@ class TinyVideoLM:
             self.add_value_head()
         self.history = list(history or [])  # adapters merged into the LM so far
         self.policy_version = 0  # optimizer steps taken; stamped on every rollout
-        self.device = torch.device("cpu")
         self._features: dict[tuple[str, tuple[int, ...] | None, int | None], torch.Tensor] = {}
         self._frame_cache: dict[str, np.ndarray] = {}  # insertion order = recency
         self._text_ids: dict[str, list[int]] = {}
@@ -283,12 +285,6 @@ class TinyVideoLM:
         ]
 
     def _request(self, question: str, features: torch.Tensor) -> _Request:
-        layout = getattr(self, "layout", "q-v-a")
-        if layout == "v-qa":
-            return _Request([], features, self._ids(QUESTION_TEMPLATE.format(question=question) + ANSWER_CUE))
-        if layout == "q-v-qa":
-            q = self._ids(QUESTION_TEMPLATE.format(question=question))
-            return _Request(q, features, self._ids(QUESTION_TEMPLATE.format(question=question) + ANSWER_CUE))
         return _Request(self._ids(QUESTION_TEMPLATE.format(question=question)), features, self._ids(ANSWER_CUE))
 
     def _layout(
