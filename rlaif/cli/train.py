@@ -27,7 +27,7 @@ def sft_command(
     curriculum: bool = typer.Option(True, "--curriculum/--no-curriculum", help="Easy (short answers) then hard."),
     lora_r: int = typer.Option(32, "--lora-r"),
     lora_alpha: int = typer.Option(32, "--lora-alpha"),
-    epochs_per_stage: int = typer.Option(1, "--epochs-per-stage"),
+    epochs_per_stage: Optional[int] = typer.Option(None, "--epochs-per-stage", help="Default: the recipe's."),
     as_json: bool = typer.Option(False, "--json", help="Print the SFT metrics as one JSON line."),
 ) -> None:
     """VLM-RLAIF curriculum SFT (LoRA + projector) of the default tiny video LM."""
@@ -35,8 +35,9 @@ def sft_command(
 
     bench = build_benchmark(benchmark, seed)
     target = out or default_sft_dir(bench, seed=seed)
+    extra = {} if epochs_per_stage is None else {"epochs_per_stage": epochs_per_stage}
     metrics = run_sft(target, benchmark=bench, seed=seed, curriculum=curriculum, lora_r=lora_r,
-                      lora_alpha=lora_alpha, epochs_per_stage=epochs_per_stage, progress=not as_json)
+                      lora_alpha=lora_alpha, progress=not as_json, **extra)
     if as_json:
         print(json.dumps({"out": str(target), **metrics}, default=str))
     else:

@@ -9,6 +9,7 @@ single-frame and a blind "random" baseline for the video world) are scored by
 
 from __future__ import annotations
 
+import functools
 import importlib
 import random
 from collections.abc import Callable, Sequence
@@ -59,11 +60,11 @@ def evaluate_policy(policy: Any, benchmark: Any, split: str = "test", limit: int
     return {k: float(v) for k, v in benchmark.score(prompts, answers).items()}
 
 
-def _baseline_functions(benchmark: Any) -> dict[str, Callable[[], Any]]:
+def _baseline_functions(benchmark: Any) -> dict[str, Callable[[str], Any]]:
     """Baselines the benchmark offers: methods ``single_frame_baseline`` /
     ``random_baseline``, or functions of those names in a ``baselines`` module next to
     the benchmark's module, called as ``fn(benchmark, split)``."""
-    found: dict[str, Callable[..., Any]] = {}
+    found: dict[str, Callable[[str], Any]] = {}
     module = None
     package = type(benchmark).__module__.rpartition(".")[0]
     if package:
@@ -76,8 +77,7 @@ def _baseline_functions(benchmark: Any) -> dict[str, Callable[[], Any]]:
         if callable(method):
             found[name.removesuffix("_baseline")] = method
         elif module is not None and callable(getattr(module, name, None)):
-            fn = getattr(module, name)
-            found[name.removesuffix("_baseline")] = lambda split, fn=fn: fn(benchmark, split)
+            found[name.removesuffix("_baseline")] = functools.partial(getattr(module, name), benchmark)
     return found
 
 
