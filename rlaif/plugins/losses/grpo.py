@@ -13,8 +13,10 @@ import torch
 
 from rlaif.core.protocols import RankedBatch
 from rlaif.plugins.losses.advantages import group_normalized_advantages, ranking_scores
-from rlaif.plugins.losses.policy_gradient import advantage_metrics, clipped_policy_loss
-from rlaif.plugins.losses.ranked_batch import group_sizes, require_tensors, tensors_on
+from rlaif.plugins.losses.policy_gradient import (
+    sequence_advantage_loss,
+)
+from rlaif.plugins.losses.ranked_batch import group_sizes
 
 
 class GRPOLoss:
@@ -62,21 +64,4 @@ class GRPOLoss:
         return flat, failed
 
     def __call__(self, batch: RankedBatch) -> tuple[torch.Tensor, dict[str, float]]:
-        require_tensors(batch, self.needs, self.name, sum(group_sizes(batch)))
-        t = tensors_on(batch, batch.tensors["logprobs"].device)
-        logprobs = t["logprobs"]  # [N, L]
-        adv, failed = self.advantages(batch)
-        advantages = torch.tensor(adv, dtype=logprobs.dtype, device=logprobs.device)  # [N]
-        loss, metrics = clipped_policy_loss(
-            logprobs,
-            t["old_logprobs"],
-            t.get("ref_logprobs"),
-            t["mask"],
-            advantages,
-            self.clip_eps,
-            self.kl_coef,
-            t.get("entropies"),
-            self.entropy_coef,
-        )
-        metrics.update(advantage_metrics(adv, failed))
-        return loss, metrics
+        return sequence_advantage_loss(self, batch)

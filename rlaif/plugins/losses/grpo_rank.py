@@ -20,8 +20,11 @@ from rlaif.plugins.losses.advantages import (
     rank_advantages,
     std_normalize,
 )
-from rlaif.plugins.losses.policy_gradient import advantage_metrics, clipped_policy_loss
-from rlaif.plugins.losses.ranked_batch import group_offsets, group_sizes, require_tensors, tensors_on
+from rlaif.plugins.losses.policy_gradient import (
+    clipped_policy_loss,
+    sequence_advantage_loss,
+)
+from rlaif.plugins.losses.ranked_batch import group_offsets, group_sizes
 
 MODES: tuple[str, ...] = ("rank", "pred_vs_oracle")
 
@@ -127,22 +130,4 @@ class GRPORankLoss:
         return flat, failed
 
     def __call__(self, batch: RankedBatch) -> tuple[torch.Tensor, dict[str, float]]:
-        n_rows = sum(group_sizes(batch))
-        require_tensors(batch, self.needs, self.name, n_rows)
-        t = tensors_on(batch, batch.tensors["logprobs"].device)
-        logprobs = t["logprobs"]  # [N, L]
-        adv, failed = self.advantages(batch)
-        advantages = torch.tensor(adv, dtype=logprobs.dtype, device=logprobs.device)  # [N]
-        loss, metrics = grpo_rank_loss(
-            logprobs,
-            t["old_logprobs"],
-            t.get("ref_logprobs"),
-            t["mask"],
-            advantages,
-            self.clip_eps,
-            self.kl_coef,
-            t.get("entropies"),
-            self.entropy_coef,
-        )
-        metrics.update(advantage_metrics(adv, failed))
-        return loss, metrics
+        return sequence_advantage_loss(self, batch)

@@ -9,6 +9,8 @@ constants of the objective, so they are detached here; gradients flow into ``log
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 
@@ -117,3 +119,21 @@ def advantage_metrics(advantages: list[float], groups_failed: int) -> dict[str, 
         "adv_abs_mean": sum(abs(a) for a in advantages) / n,
         "groups_failed": float(groups_failed),
     }
+
+
+def sequence_advantage_loss(loss: Any, batch: Any) -> tuple[torch.Tensor, dict[str, float]]:
+    """``__call__`` shared by the GRPO-family losses: check the batch, take the loss's
+    sequence-level ``advantages(batch)`` and apply :func:`clipped_policy_loss`."""
+    from rlaif.plugins.losses.ranked_batch import group_sizes, require_tensors, tensors_on
+
+    require_tensors(batch, loss.needs, loss.name, sum(group_sizes(batch)))
+    t = tensors_on(batch, batch.tensors["logprobs"].device)
+    logprobs = t["logprobs"]  # [N, L]
+    adv, failed = loss.advantages(batch)
+    advantages = torch.tensor(adv, dtype=logprobs.dtype, device=logprobs.device)  # [N]
+    value, metrics = clipped_policy_loss(
+        logprobs, t["old_logprobs"], t.get("ref_logprobs"), t["mask"], advantages,
+        loss.clip_eps, loss.kl_coef, t.get("entropies"), loss.entropy_coef,
+    )
+    metrics.update(advantage_metrics(adv, failed))
+    return value, metrics
