@@ -41,17 +41,17 @@ class RunSettings:
     """Loop settings shared by every method (the ``[run]`` table)."""
 
     seed: int = 0
-    steps: int = 30
-    prompts_per_step: int = 8
-    group_size: int = 4
+    steps: int = 100
+    prompts_per_step: int = 16
+    group_size: int = 8
     max_new_tokens: int = 24
     temperature: float = 1.0
-    lr: float = 5e-4
+    lr: float = 1e-3
     inner_epochs: int = 1
     grad_accum: int = 1
-    eval_every: int = 0  # 0 = only at the end
-    eval_items: int = 200
-    checkpoint_every: int = 10
+    eval_every: int = 0  # 0 = only at the start and the end
+    eval_items: int = 0  # 0 = the whole test split
+    checkpoint_every: int = 25
     mixed_precision: str = "no"
 
 

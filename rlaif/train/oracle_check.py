@@ -212,10 +212,10 @@ def default_policy(benchmark: Any, *, seed: int = 0, path: str | None = None, pr
     from rlaif.plugins.policies.tiny_video_lm import build_tiny_video_lm
 
     if path is None:
-        from rlaif.train.sft import default_sft_dir, run_sft
+        from rlaif.train.sft import DEFAULT_SFT_SEED, default_sft_dir, run_sft
 
-        target = default_sft_dir(benchmark, seed=seed)
-        run_sft(target, benchmark=benchmark, seed=seed, progress=progress)
+        target = default_sft_dir(benchmark, seed=DEFAULT_SFT_SEED)
+        run_sft(target, benchmark=benchmark, seed=DEFAULT_SFT_SEED, progress=progress)
         path = str(target)
     # new_adapter=True: the saved adapter is merged and a fresh zero one attached, so the
     # policy samples exactly as the checkpoint, and adapters_disabled() is the same model

@@ -131,14 +131,16 @@ def build_components(config: RunConfig, registry: Registry, *, store: Any = None
 
 def default_policy_path(config: RunConfig, benchmark: Any, progress: bool) -> str | None:
     """The SFT checkpoint RL starts from: ``[policy] path`` if given, else the embedded
-    default built (once, cached) by ``rlaif sft``."""
+    default built (once, cached) by ``rlaif sft``. The default is always the seed-0 SFT
+    policy: ``--seed`` varies the RL run (prompts, sampling), not its starting point, so
+    seeds of one study share one SFT model (pass ``--policy`` for another)."""
     options = config.choice("policy").options
     if options.get("path") or config.choice("policy").name != "tiny-video-lm":
         return None
-    from rlaif.train.sft import default_sft_dir, run_sft
+    from rlaif.train.sft import DEFAULT_SFT_SEED, default_sft_dir, run_sft
 
-    out = default_sft_dir(benchmark, seed=config.run.seed)
-    run_sft(out, benchmark=benchmark, seed=config.run.seed, progress=progress)
+    out = default_sft_dir(benchmark, seed=DEFAULT_SFT_SEED)
+    run_sft(out, benchmark=benchmark, seed=DEFAULT_SFT_SEED, progress=progress)
     return str(out)
 
 

@@ -182,6 +182,11 @@ def curriculum_stages(items: Sequence[SFTItem], answer_length: Any, *, curriculu
 
 
 # -- the recipe ----------------------------------------------------------------------------
+#: Seed of the embedded default SFT policy that RL, ``oracle check`` and ``train-rm`` start
+#: from unless given ``--policy``: their own ``--seed`` varies the run, not its start.
+DEFAULT_SFT_SEED = 0
+
+
 def default_sft_dir(benchmark: Any, seed: int = 0) -> Path:
     """Where the default SFT policy for ``benchmark`` lives in the cache."""
     from rlaif.plugins.encoders.tiny_conv import RECIPE_VERSION, cache_root, world_fingerprint
@@ -327,6 +332,7 @@ __all__ = [
     "SFTItem",
     "build_sft_items",
     "curriculum_stages",
+    "DEFAULT_SFT_SEED",
     "default_sft_dir",
     "format_judge_question",
     "format_ranking",

@@ -2,10 +2,18 @@
 answer. It exists so learning can be shown without any AI judge, and it is the upper
 bound an AI judge is compared with in ``rlaif oracle check``.
 
-Order: higher ``benchmark.item_score`` first; among equal scores, well-formed answers
-(the policy emitted end-of-sequence) before truncated ones, then shorter before longer
-(a correct short answer beats a correct rambling one). Candidates equal on all three keys
-are reported as ties.
+Order: higher ``benchmark.item_score`` first; among equal scores, the tie-break
+(option ``tie_break``):
+
+- ``formed-length`` (default): well-formed answers (the policy emitted end-of-sequence)
+  before truncated ones, then shorter before longer (a correct short answer beats a
+  correct rambling one);
+- ``formed``: well-formed before truncated only;
+- ``none``: equal scores stay tied.
+
+Candidates equal on every key in use are reported as ties (they share a rank gain in
+``grpo-rank``). A finer tie-break gives a rank loss more ordered pairs, but among wrong
+answers the order it adds (shorter first) is not about correctness.
 """
 
 from __future__ import annotations
@@ -17,12 +25,19 @@ from rlaif.core.errors import OracleError
 from rlaif.core.records import Group, Ranking
 
 
+TIE_BREAKS = ("formed-length", "formed", "none")
+RATIONALES = {"formed-length": "score, then well-formed, then shorter", "formed": "score, then well-formed",
+              "none": "score"}
+
+
 class GroundTruthOracle:
     name = "ground-truth"
     needs_context = False
     needs_reference = True
 
-    def __init__(self, benchmark: Any = None) -> None:
+    def __init__(self, benchmark: Any = None, tie_break: str = "formed-length") -> None:
+        if tie_break not in TIE_BREAKS:
+            raise OracleError(f"tie_break must be one of {', '.join(TIE_BREAKS)}, got {tie_break!r}")
         if benchmark is None or not getattr(benchmark, "has_ground_truth", False):
             which = getattr(benchmark, "name", "this benchmark")
             raise OracleError(
@@ -30,6 +45,7 @@ class GroundTruthOracle:
                 "use --oracle llm-judge or embedding-sim"
             )
         self.benchmark = benchmark
+        self.tie_break = tie_break
 
     def rank(self, groups: Sequence[Group]) -> list[Ranking]:
         rankings = []
@@ -37,14 +53,7 @@ class GroundTruthOracle:
             if group.prompt.reference is None:
                 rankings.append(Ranking(group.prompt.prompt_id, self.name, failure="prompt has no reference answer"))
                 continue
-            keys = [
-                (
-                    float(self.benchmark.item_score(group.prompt, r.text)),
-                    1.0 if r.finished else 0.0,
-                    -float(len(r.token_ids) or len(r.text.split())),
-                )
-                for r in group.rollouts
-            ]
+            keys = [self._key(group.prompt, r) for r in group.rollouts]
             order = sorted(range(len(keys)), key=lambda i: (tuple(-k for k in keys[i]), i))
             ties: list[list[int]] = []
             start = 0
@@ -55,6 +64,15 @@ class GroundTruthOracle:
                     start = pos
             rankings.append(
                 Ranking(group.prompt.prompt_id, self.name, order=order, ties=ties,
-                        scores=[k[0] for k in keys], rationale="score, then well-formed, then shorter")
+                        scores=[k[0] for k in keys], rationale=RATIONALES[self.tie_break])
             )
         return rankings
+
+    def _key(self, prompt: Any, rollout: Any) -> tuple[float, ...]:
+        """Sort key, larger is better: (score,) plus the tie-break's keys."""
+        key: tuple[float, ...] = (float(self.benchmark.item_score(prompt, rollout.text)),)
+        if self.tie_break != "none":
+            key += (1.0 if rollout.finished else 0.0,)
+        if self.tie_break == "formed-length":
+            key += (-float(len(rollout.token_ids) or len(rollout.text.split())),)
+        return key
