@@ -31,8 +31,12 @@ def sft_command(
     as_json: bool = typer.Option(False, "--json", help="Print the SFT metrics as one JSON line."),
 ) -> None:
     """VLM-RLAIF curriculum SFT (LoRA + projector) of the default tiny video LM."""
+    from rlaif.core.errors import UsageError
     from rlaif.train.sft import default_sft_dir, run_sft
 
+    if out is None and (not curriculum or epochs_per_stage is not None or (lora_r, lora_alpha) != (32, 32)):
+        raise UsageError("--no-curriculum, --epochs-per-stage and --lora-r/--lora-alpha change the recipe: "
+                         "pass --out DIR (the cache holds only the default recipe's SFT policy)")
     bench = build_benchmark(benchmark, seed)
     target = out or default_sft_dir(bench, seed=seed)
     extra = {} if epochs_per_stage is None else {"epochs_per_stage": epochs_per_stage}

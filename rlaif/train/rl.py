@@ -129,6 +129,29 @@ def build_components(config: RunConfig, registry: Registry, *, store: Any = None
     return Components(benchmark, policy, oracle, loss)
 
 
+def init_value_head(comp: Components) -> str | None:
+    """Initialise the policy's value head from a reward model when the loss asks for it
+    (``[loss] value_init = "RM_DIR"``, PPO); returns the path used."""
+    path = getattr(comp.loss, "value_init", None)
+    if not path:
+        return None
+    if not hasattr(comp.policy, "add_value_head"):
+        raise UsageError(f"loss option value_init: policy {getattr(comp.policy, 'name', '?')} has no value head")
+    import torch
+
+    from rlaif.train.reward_model import load_value_head_init
+
+    head = comp.policy.add_value_head()
+    state = load_value_head_init(path)
+    if tuple(state["weight"].shape) != tuple(head.weight.shape):
+        raise UsageError(f"loss option value_init: reward head {tuple(state['weight'].shape)} does not fit the "
+                         f"policy's value head {tuple(head.weight.shape)}; train the RM on this policy")
+    with torch.no_grad():
+        head.weight.copy_(state["weight"].to(head.weight))
+        head.bias.copy_(state["bias"].to(head.bias))
+    return str(path)
+
+
 def default_policy_path(config: RunConfig, benchmark: Any, progress: bool) -> str | None:
     """The SFT checkpoint RL starts from: ``[policy] path`` if given, else the embedded
     default built (once, cached) by ``rlaif sft``. The default is always the seed-0 SFT
@@ -376,6 +399,7 @@ def run_rl(run_dir: str | Path, config: RunConfig, registry: Registry, *, resume
     if not main:
         policy_path = default_policy_path(config, benchmark_probe, progress=False)
     comp = build_components(config, registry, store=store, policy_path=policy_path)
+    init_value_head(comp)  # before the optimizer, which must see the head's parameters
     if hasattr(comp.policy, "to"):
         comp.policy.to(accelerator.device)
     optimizer = make_optimizer(comp.policy, config)
@@ -587,6 +611,7 @@ def replay_run(run_dir: str | Path, loss: str, registry: Registry, *, loss_optio
     policy = registry.build("policy", config.choice("policy").name, policy_options, benchmark=benchmark,
                             seed=config.run.seed)
     comp = Components(benchmark, policy, oracle=None, loss=registry.build("loss", loss, loss_options or {}))
+    init_value_head(comp)
     optimizer = make_optimizer(policy, config)
     prompts_by_id = {p.prompt_id: p for p in benchmark.prompts("rl")}
     log = MetricsLog(out, None)

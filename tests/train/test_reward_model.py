@@ -164,6 +164,32 @@ def test_saved_model_ranks_as_an_oracle_and_seeds_a_value_head(trained: dict[str
     assert torch.equal(head.weight, oracle.model.head.weight)
 
 
+@pytest.mark.integration
+def test_ppo_value_init_puts_the_reward_head_into_the_policy(trained: dict[str, Any], tmp_path: Path) -> None:
+    """``[loss] name = "ppo", value_init = RM``: the loop's init gives the policy's value
+    head the reward head (bias 0) before the optimizer is built; a wrong size is refused."""
+    from rlaif.core.errors import UsageError
+    from rlaif.core.registry import load_plugins
+    from rlaif.train.rl import Components, init_value_head
+
+    world = trained["world"]
+    loss = load_plugins().build("loss", "ppo", {"value_init": str(trained["run_dir"])})
+    policy = tiny_policy(world, tmp_path / "policy")  # hidden 64, like the RM's backbone
+    assert policy.value_head is None
+    assert init_value_head(Components(world, policy, None, loss)) == str(trained["run_dir"])
+    rm_head = load_plugins().build("oracle", "reward-model", {"path": str(trained["run_dir"])}).model.head
+    assert torch.equal(policy.value_head.weight, rm_head.weight)
+    assert float(policy.value_head.bias.abs().sum()) == 0.0
+    assert any(p is policy.value_head.weight for p in policy.trainable_parameters())
+
+    class Wider:  # a policy whose value head has another hidden size
+        def add_value_head(self) -> torch.nn.Linear:
+            return torch.nn.Linear(32, 1)
+
+    with pytest.raises(UsageError, match="does not fit the policy's value head"):
+        init_value_head(Components(world, Wider(), None, loss))
+
+
 def test_train_rm_cli_reports_a_missing_run(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 

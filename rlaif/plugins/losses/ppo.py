@@ -132,6 +132,10 @@ class PPOLoss:
     :param reward_scale: multiplies the shaped rewards before GAE. The reference code
         multiplies by 10 when reward whitening is off, as in its released run; 1 (default)
         follows methods.md.
+    :param value_init: a reward model (``rlaif train-rm`` output dir, or the run dir it
+        was trained from) whose head initialises the policy's value head, as VLM-RLAIF
+        does. The loss only carries the path: ``rlaif run`` applies it to the policy before
+        the first step (a resumed run takes the head from its checkpoint instead).
 
     Rollouts of groups whose ranking failed carry no score; they are left out of the
     loss (their mask is zeroed) and counted in ``groups_failed``.
@@ -153,6 +157,7 @@ class PPOLoss:
         no_eos_penalty: float = -8.0,
         whiten: bool = True,
         reward_scale: float = 1.0,
+        value_init: str | None = None,
     ) -> None:
         if clip_eps <= 0 or value_clip <= 0:
             raise ValueError(f"clip_eps and value_clip must be > 0, got {clip_eps} and {value_clip}")
@@ -169,6 +174,7 @@ class PPOLoss:
         self.no_eos_penalty = no_eos_penalty
         self.whiten = whiten
         self.reward_scale = reward_scale
+        self.value_init = value_init
 
     def scores(self, batch: RankedBatch) -> tuple[list[float], list[bool], int]:
         """Per-rollout scores ``[N]``, whether each rollout's group has a ranking, and the
