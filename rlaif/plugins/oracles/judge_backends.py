@@ -320,7 +320,15 @@ class PolicyJudgeBackend:
     text-only ``complete(texts, max_new_tokens, greedy=True)``. With ``frozen`` (default)
     it judges with adapters disabled, i.e. as the SFT policy, so the reward does not move
     with training. Score mode needs ``policy.label_logprobs(texts, labels)``; without it
-    the oracle falls back to generate mode."""
+    the oracle falls back to generate mode.
+
+    **Native judging**: a policy that was itself taught to judge (the ``tiny-video-lm``
+    SFT stage mixes in judging items) offers ``judge_prompt(prompt, candidates,
+    narrative)``, which builds the judging item in its own training format *with the
+    video*, and ``judge_label_logprobs(prompts, labels)``. The oracle then asks in that
+    format (:meth:`score_native`, :meth:`generate_native`) instead of a generic chat
+    template the policy never saw; this is VLM-RLAIF's setting, where the SFT model
+    judges while watching the video and reading the narrative."""
 
     def __init__(self, policy: Any, *, frozen: bool = True) -> None:
         if not callable(getattr(policy, "complete", None)):
@@ -329,7 +337,9 @@ class PolicyJudgeBackend:
         self.policy = policy
         self.frozen = frozen
         self.name = f"self:{getattr(policy, 'name', type(policy).__name__)}"
-        self.supports_scores = callable(getattr(policy, "label_logprobs", None))
+        self.native = callable(getattr(policy, "judge_prompt", None))
+        self.supports_scores = callable(getattr(policy, "label_logprobs", None)) or (
+            self.native and callable(getattr(policy, "judge_label_logprobs", None)))
 
     def __repr__(self) -> str:
         return f"PolicyJudgeBackend({self.name!r})"
@@ -358,6 +368,22 @@ class PolicyJudgeBackend:
             scores = self.policy.label_logprobs(texts, [list(ls) for ls in labels])
         return [JudgeReply(text=summarize_logprobs(ls, [float(v) for v in s]), label_logprobs=[float(v) for v in s])
                 for ls, s in zip(labels, scores, strict=True)]
+
+
+    def judge_prompt(self, prompt: Any, candidates: Sequence[str], narrative: str | None) -> Any:
+        """The policy's own judging item for ``candidates`` (in label order)."""
+        return self.policy.judge_prompt(prompt, candidates, narrative)
+
+    def score_native(self, prompts: Sequence[Any], labels: Sequence[Sequence[str]]) -> list[JudgeReply]:
+        with self._context():
+            scores = self.policy.judge_label_logprobs(prompts, [list(ls) for ls in labels])
+        return [JudgeReply(text=summarize_logprobs(ls, [float(v) for v in s]), label_logprobs=[float(v) for v in s])
+                for ls, s in zip(labels, scores, strict=True)]
+
+    def generate_native(self, prompts: Sequence[Any], *, max_new_tokens: int) -> list[JudgeReply]:
+        with self._context():
+            groups = self.policy.generate(list(prompts), 1, max_new_tokens=max_new_tokens, greedy=True)
+        return [JudgeReply(text=g[0].text) for g in groups]
 
 
 # ----------------------------------------------------------------------------- OpenAI

@@ -162,6 +162,7 @@ class _Job:
     kind: str  # "list" | "pair"
     conversation: Conversation
     labels: list[str]
+    native: Any = None  # the policy's own judging item (native judging), else None
 
 
 class _SafeFormat(dict[str, Any]):
@@ -215,6 +216,9 @@ class LLMJudgeOracle:
         self.captioner = captioner
         has_cache = callable(getattr(store, "get_narrative", None)) and callable(getattr(store, "put_narrative", None))
         self.narratives = store if has_cache else MemoryNarratives()
+        # A policy judging in its own trained format (see PolicyJudgeBackend); a
+        # user template always wins.
+        self.native = template is None and bool(getattr(backend, "native", False))
         self.scoring = mode == "score" and bool(getattr(backend, "supports_scores", False))
         if mode == "score" and not self.scoring:
             log.warning("judge %s cannot score labels; llm-judge falls back to mode='generate'",
@@ -279,7 +283,11 @@ class LLMJudgeOracle:
             return []
         conversations = [j.conversation for j in jobs]
         try:
-            if self.scoring:
+            if self.native and self.scoring:
+                replies = self.backend.score_native([j.native for j in jobs], [j.labels for j in jobs])
+            elif self.native:
+                replies = self.backend.generate_native([j.native for j in jobs], max_new_tokens=self.max_new_tokens)
+            elif self.scoring:
                 prefix = ANSWER_PREFIX[jobs[0].kind]
                 replies = self.backend.score_labels(conversations, [j.labels for j in jobs], answer_prefix=prefix)
             else:
@@ -308,7 +316,15 @@ class LLMJudgeOracle:
             for _ in range(self.permutations - 1):
                 shown.append(rng.sample(range(g), g))
             kind = "list"
-        return [_Job(b, s, kind, self._conversation(group, s, kind, context), list(LABELS[: len(s)])) for s in shown]
+        return [_Job(b, s, kind, self._conversation(group, s, kind, context), list(LABELS[: len(s)]),
+                     self._native_prompt(group, s, context)) for s in shown]
+
+    def _native_prompt(self, group: Group, shown: list[int], context: str | None) -> Any:
+        if not self.native:
+            return None
+        candidates = [_clean(group.rollouts[c].text, MAX_ANSWER_CHARS) for c in shown]
+        narrative = _clean(context, MAX_CONTEXT_CHARS) if context and self.context != "none" else None
+        return self.backend.judge_prompt(group.prompt, candidates, narrative)
 
     def _conversation(self, group: Group, shown: list[int], kind: str, context: str | None) -> Conversation:
         labels = list(LABELS[: len(shown)])

@@ -490,6 +490,38 @@ class TinyVideoLM:
             return (nll * mask).sum() / mask.sum().clamp(min=1.0)
         return ((nll * mask).sum(1) / mask.sum(1).clamp(min=1.0)).mean()
 
+    # -- judging (VLM-RLAIF: the SFT model ranks answers) ------------------------------
+    def judge_prompt(self, prompt: Prompt, candidates: Sequence[str], narrative: str | None = None) -> Prompt:
+        """A judging item as the SFT stage taught it: the video, and as text the question,
+        the narrative if any, and the candidates labelled A, B, ...
+        (:func:`rlaif.train.sft.format_judge_question`)."""
+        from rlaif.train.sft import format_judge_question
+
+        return Prompt(prompt_id=f"{prompt.prompt_id}-judge", video=prompt.video, qtype="judge",
+                      question=format_judge_question(prompt.question, candidates, narrative))
+
+    @torch.no_grad()
+    def judge_label_logprobs(self, prompts: Sequence[Prompt], labels: Sequence[Sequence[str]]) -> list[list[float]]:
+        """Log-probability of each label as the start of the judge's reply (the SFT reply
+        is "B > A > C because ..."): the judge's belief that each candidate is the best,
+        for every judging prompt in one batched forward."""
+        rows: list[Prompt] = []
+        firsts: list[Rollout] = []
+        for prompt, prompt_labels in zip(prompts, labels, strict=True):
+            for i, label in enumerate(prompt_labels):
+                rows.append(prompt)
+                # the label's tokens as a reply starts (" B" is two tokens here), no <eos>
+                firsts.append(Rollout(prompt.prompt_id, i, label, token_ids=self.answer_ids(label)[:-1]))
+        if not rows:
+            return [[] for _ in prompts]
+        out_rows = self.forward_responses(rows, firsts)
+        values = (out_rows["logprobs"] * out_rows["mask"]).sum(-1).tolist()  # [sum of label counts]
+        out, start = [], 0
+        for prompt_labels in labels:
+            out.append([float(v) for v in values[start : start + len(prompt_labels)]])
+            start += len(prompt_labels)
+        return out
+
     def answer_ids(self, answer: str) -> list[int]:
         """Token ids of a target answer as the policy would produce it (then ``<eos>``)."""
         return [*self._ids(" " + answer.strip()), self.eos_id]

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 
 from rlaif.core.errors import ConfigError
 from rlaif.core.records import Group, Ranking, Rollout
@@ -444,3 +445,49 @@ def test_api_key_never_leaks(judge_server: Any, group_of: Any, tmp_path: Path,
     for where in (dumped, repr(oracle), repr(oracle.backend), repr(vars(oracle.backend)), caplog.text, cache_files):
         assert secret not in where  # ...and is nowhere else
     assert cache_files  # the cache was written (redacted)
+
+
+# ----------------------------------------------------------------------------- native self-judging
+def small_video_policy(world: Any, directory: Path) -> Any:
+    """A real, small tiny-video-lm: world tokenizer, a 2-layer LM briefly pre-trained on
+    the world's text, a random frozen encoder, a fresh LoRA."""
+    from rlaif.plugins.encoders.tiny_conv import TinyConvEncoder
+    from rlaif.plugins.policies.tiny_lm import load_tiny_lm, pretrain_tiny_lm, tiny_lm_config, train_world_tokenizer
+    from rlaif.plugins.policies.tiny_video_lm import TinyVideoLM, world_texts
+
+    torch.manual_seed(0)
+    texts = world_texts(world)
+    tokenizer = train_world_tokenizer(texts, directory / "tokenizer.json", vocab_size=384)
+    config = tiny_lm_config(len(tokenizer), hidden_size=32, layers=1, heads=2, intermediate_size=64)
+    pretrain_tiny_lm(texts, tokenizer, directory / "lm", steps=10, seq_len=32, config=config)
+    return TinyVideoLM(TinyConvEncoder(feature_dim=16, width=4, n_frames=4), load_tiny_lm(directory / "lm"),
+                       tokenizer, frames=world.frames, n_frames=4, lora_r=4, lora_alpha=4)
+
+
+def test_native_self_judging_asks_in_the_sft_format_with_the_video(world: Any, tmp_path: Path) -> None:
+    """judge='self' on a policy taught to judge: the judging item is the SFT format with
+    the group's video, and the scores are the frozen policy's log-probs of each label
+    starting its reply; generate mode reads the reply with the ranking parser."""
+    policy = small_video_policy(world, tmp_path)
+    oracle = build_llm_judge(judge="self", mode="score", context="none", policy=policy, benchmark=world)
+    assert oracle.native and oracle.scoring
+    groups = world_groups(world, n=2)
+    rankings = oracle.rank(groups)
+    assert all(r.ok and r.scores is not None and len(r.scores) == 3 for r in rankings)
+
+    group = groups[1]
+    item = policy.judge_prompt(group.prompt, [r.text for r in group.rollouts], None)
+    assert item.video == group.prompt.video
+    assert item.question.startswith(f"rank the answers to: {group.prompt.question} | A: good answer | B: answer")
+    with torch.no_grad(), policy.adapters_disabled():
+        expected = []
+        for i, label in enumerate("ABC"):
+            ids = policy.answer_ids(label)[:-1]
+            out = policy.forward_responses([item], [Rollout(item.prompt_id, i, label, token_ids=ids)])
+            expected.append(float(out["logprobs"].sum()))
+    assert rankings[1].scores == pytest.approx(expected, abs=1e-4)
+
+    generating = build_llm_judge(judge="self", mode="generate", context="none", max_new_tokens=6, policy=policy,
+                                 benchmark=world)
+    assert generating.native and not generating.scoring
+    assert all(r.ok or (r.failure and r.raw is not None) for r in generating.rank(groups))
