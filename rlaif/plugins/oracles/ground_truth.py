@@ -24,7 +24,6 @@ from typing import Any
 from rlaif.core.errors import OracleError
 from rlaif.core.records import Group, Ranking
 
-
 TIE_BREAKS = ("formed-length", "formed", "none")
 RATIONALES = {"formed-length": "score, then well-formed, then shorter", "formed": "score, then well-formed",
               "none": "score"}

@@ -452,7 +452,12 @@ def small_video_policy(world: Any, directory: Path) -> Any:
     """A real, small tiny-video-lm: world tokenizer, a 2-layer LM briefly pre-trained on
     the world's text, a random frozen encoder, a fresh LoRA."""
     from rlaif.plugins.encoders.tiny_conv import TinyConvEncoder
-    from rlaif.plugins.policies.tiny_lm import load_tiny_lm, pretrain_tiny_lm, tiny_lm_config, train_world_tokenizer
+    from rlaif.plugins.policies.tiny_lm import (
+        load_tiny_lm,
+        pretrain_tiny_lm,
+        tiny_lm_config,
+        train_world_tokenizer,
+    )
     from rlaif.plugins.policies.tiny_video_lm import TinyVideoLM, world_texts
 
     torch.manual_seed(0)
