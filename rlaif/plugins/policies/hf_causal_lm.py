@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from rlaif.core.records import Prompt, Rollout
+from rlaif.plugins.policies.hf_common import PeftPolicyBase
 
 DEFAULT_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
 VALUE_HEAD_FILE = "value_head.safetensors"
@@ -37,70 +38,16 @@ POLICY_FILE = "rlaif_policy.json"
 POLICY_FORMAT = "hf-causal-lm/1"
 
 
-class HFCausalLM:
+class HFCausalLM(PeftPolicyBase):
     """A transformers causal LM with a LoRA adapter, as a (text-only) Policy."""
 
     name = "hf-causal-lm"
 
     def __init__(self, model: Any, tokenizer: Any, *, value_head: bool | nn.Linear = False,
                  fold_adapter: bool = True) -> None:
-        self.model = model.eval()  # no dropout: sampled and recomputed log-probs must agree
-        self.tokenizer = tokenizer
+        self._init_model(model, tokenizer, value_head)
         self.fold_adapter = fold_adapter
-        self.policy_version = 0  # optimizer steps taken; stamped on every rollout
-        self.device = next(model.parameters()).device
-        self.dtype = next(model.parameters()).dtype
-        self.hidden_size = int(model.config.get_text_config().hidden_size)
-        self.value_head: nn.Linear | None = None
-        if isinstance(value_head, nn.Linear):
-            self.value_head = value_head.to(self.device)
-        elif value_head:
-            self.add_value_head()
-        self.eos_ids = _eos_ids(model, tokenizer)
-        pad = tokenizer.pad_token_id
-        self.pad_id = int(pad if pad is not None else self.eos_ids[0])
         self._prompt_cache: dict[str, list[int]] = {}
-
-    # -- parameters and modes ----------------------------------------------------------
-    def add_value_head(self) -> nn.Linear:
-        """A scalar value head on the last hidden state, zero-initialised (values start at 0)."""
-        if self.value_head is None:
-            head = nn.Linear(self.hidden_size, 1)
-            nn.init.zeros_(head.weight)
-            nn.init.zeros_(head.bias)
-            self.value_head = head.to(self.device)
-        return self.value_head
-
-    def trainable_parameters(self) -> list[nn.Parameter]:
-        """LoRA weights, and the value head if any."""
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        return params + (list(self.value_head.parameters()) if self.value_head is not None else [])
-
-    def named_trainable_parameters(self) -> list[tuple[str, nn.Parameter]]:
-        named = [("model." + n, p) for n, p in self.model.named_parameters() if p.requires_grad]
-        if self.value_head is not None:
-            named += [("value_head." + n, p) for n, p in self.value_head.named_parameters()]
-        return named
-
-    def to(self, device: Any) -> HFCausalLM:
-        self.device = torch.device(device)
-        self.model.to(self.device)
-        if self.value_head is not None:
-            self.value_head.to(self.device)
-        return self
-
-    def train(self, mode: bool = True) -> HFCausalLM:
-        # The model stays in eval mode: sampling and scoring must see the same function.
-        return self
-
-    def eval(self) -> HFCausalLM:
-        return self.train(False)
-
-    @contextmanager
-    def adapters_disabled(self) -> Iterator[None]:
-        """The frozen reference policy: the same model with the LoRA adapter switched off."""
-        with self.model.disable_adapter():
-            yield
 
     @contextmanager
     def _adapter_folded(self) -> Iterator[None]:
@@ -341,18 +288,6 @@ def _top_p_filter(probs: torch.Tensor, top_p: float) -> torch.Tensor:
     keep = sorted_probs.cumsum(-1) - sorted_probs < top_p  # always keeps the top token
     filtered = torch.zeros_like(probs).scatter(-1, order, sorted_probs * keep)
     return filtered / filtered.sum(-1, keepdim=True)
-
-
-def _eos_ids(model: Any, tokenizer: Any) -> list[int]:
-    ids: list[int] = []
-    for source in (getattr(model, "generation_config", None), model.config.get_text_config(), tokenizer):
-        value = getattr(source, "eos_token_id", None)
-        for v in value if isinstance(value, (list, tuple)) else [value]:
-            if isinstance(v, int) and v not in ids:
-                ids.append(v)
-    if not ids:
-        raise ValueError("the model and tokenizer define no eos token")
-    return ids
 
 
 def _read_json(path: str, name: str) -> dict[str, Any]:

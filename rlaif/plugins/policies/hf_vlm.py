@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rlaif.core.records import Prompt, Rollout
+from rlaif.plugins.policies.hf_common import PeftPolicyBase
 
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -338,7 +339,7 @@ class _EncodedPrompt:
     video: dict[str, torch.Tensor] | None
 
 
-class HFVideoVLM:
+class HFVideoVLM(PeftPolicyBase):
     """A transformers video VLM with a LoRA adapter, as a Policy."""
 
     name = "hf-vlm"
@@ -356,72 +357,16 @@ class HFVideoVLM:
         value_head: bool | nn.Linear = False,
         cache_size: int = 64,
     ) -> None:
-        self.model = model.eval()  # no dropout: sampled and recomputed log-probs must agree
-        self.tokenizer = tokenizer
+        self._init_model(model, tokenizer, value_head)
         self.processor = processor
         self.layout = layout
         self.chat_template = chat_template
         self.n_frames = n_frames
         self.benchmark = benchmark
-        self.policy_version = 0  # optimizer steps taken; stamped on every rollout
-        self.device = next(model.parameters()).device
-        self.dtype = next(model.parameters()).dtype
-        self.hidden_size = int(model.config.get_text_config().hidden_size)
-        self.value_head: nn.Linear | None = None
-        if isinstance(value_head, nn.Linear):
-            self.value_head = value_head.to(self.device)
-        elif value_head:
-            self.add_value_head()
-        self.eos_ids = _eos_ids(model, tokenizer)
-        pad = tokenizer.pad_token_id
-        self.pad_id = int(pad if pad is not None else self.eos_ids[0])
         self.suppressed = sorted(layout.placeholder_token_ids() - set(self.eos_ids))
         self._cache_size = cache_size
         self._videos: OrderedDict[tuple[Any, ...], VideoInputs] = OrderedDict()
         self._prompts: OrderedDict[tuple[Any, ...], _EncodedPrompt] = OrderedDict()
-
-    # -- parameters and modes ----------------------------------------------------------
-    def add_value_head(self) -> nn.Linear:
-        """A scalar value head on the LM's last hidden state, zero-initialised as in
-        VLM-RLAIF's PPO (values start at 0 and learn from returns)."""
-        if self.value_head is None:
-            head = nn.Linear(self.hidden_size, 1)
-            nn.init.zeros_(head.weight)
-            nn.init.zeros_(head.bias)
-            self.value_head = head.to(self.device)
-        return self.value_head
-
-    def trainable_parameters(self) -> list[nn.Parameter]:
-        """LoRA weights, and the value head if any."""
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        return params + (list(self.value_head.parameters()) if self.value_head is not None else [])
-
-    def named_trainable_parameters(self) -> list[tuple[str, nn.Parameter]]:
-        named = [("model." + n, p) for n, p in self.model.named_parameters() if p.requires_grad]
-        if self.value_head is not None:
-            named += [("value_head." + n, p) for n, p in self.value_head.named_parameters()]
-        return named
-
-    def to(self, device: Any) -> HFVideoVLM:
-        self.device = torch.device(device)
-        self.model.to(self.device)
-        if self.value_head is not None:
-            self.value_head.to(self.device)
-        return self
-
-    def train(self, mode: bool = True) -> HFVideoVLM:
-        # The model stays in eval mode (no dropout, so sampling and scoring see the same
-        # function); activation checkpointing is switched on per pass instead.
-        return self
-
-    def eval(self) -> HFVideoVLM:
-        return self.train(False)
-
-    @contextmanager
-    def adapters_disabled(self) -> Iterator[None]:
-        """The frozen reference policy: the same model with the LoRA adapter switched off."""
-        with self.model.disable_adapter():
-            yield
 
     # -- inputs ------------------------------------------------------------------------
     def _frames(self, video: Any, frame_range: Sequence[int] | None) -> Any:
@@ -720,18 +665,6 @@ class HFVideoVLM:
         with open(os.path.join(directory, POLICY_FILE), "w", encoding="utf-8") as f:
             json.dump({"format": POLICY_FORMAT, "n_frames": self.n_frames, "policy_version": self.policy_version,
                        "family": self.layout.family, "value_head": self.value_head is not None}, f, indent=2)
-
-
-def _eos_ids(model: Any, tokenizer: Any) -> list[int]:
-    ids: list[int] = []
-    for source in (getattr(model, "generation_config", None), model.config.get_text_config(), tokenizer):
-        value = getattr(source, "eos_token_id", None)
-        for v in value if isinstance(value, (list, tuple)) else [value]:
-            if isinstance(v, int) and v not in ids:
-                ids.append(v)
-    if not ids:
-        raise ValueError("the model and tokenizer define no eos token")
-    return ids
 
 
 def language_model_lora_targets(model: Any, targets: Sequence[str]) -> str:

@@ -1,0 +1,91 @@
+"""What every transformers-backed policy shares (``hf-causal-lm``, ``hf-vlm``): the
+LoRA-adapted model kept in eval mode, the zero-initialised value head, the trainable
+parameters, device moves and the reference policy as "adapter off"."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch import nn
+
+
+class PeftPolicyBase:
+    """Base of the transformers policies. Subclasses call :meth:`_init_model` first."""
+
+    model: Any
+    tokenizer: Any
+
+    def _init_model(self, model: Any, tokenizer: Any, value_head: bool | nn.Linear) -> None:
+        self.model = model.eval()  # no dropout: sampled and recomputed log-probs must agree
+        self.tokenizer = tokenizer
+        self.policy_version = 0  # optimizer steps taken; stamped on every rollout
+        self.device = next(model.parameters()).device
+        self.dtype = next(model.parameters()).dtype
+        self.hidden_size = int(model.config.get_text_config().hidden_size)
+        self.value_head: nn.Linear | None = None
+        if isinstance(value_head, nn.Linear):
+            self.value_head = value_head.to(self.device)
+        elif value_head:
+            self.add_value_head()
+        self.eos_ids = eos_ids(model, tokenizer)
+        pad = tokenizer.pad_token_id
+        self.pad_id = int(pad if pad is not None else self.eos_ids[0])
+
+    # -- parameters and modes ----------------------------------------------------------
+    def add_value_head(self) -> nn.Linear:
+        """A scalar value head on the LM's last hidden state, zero-initialised as in
+        VLM-RLAIF's PPO (values start at 0 and learn from returns)."""
+        if self.value_head is None:
+            head = nn.Linear(self.hidden_size, 1)
+            nn.init.zeros_(head.weight)
+            nn.init.zeros_(head.bias)
+            self.value_head = head.to(self.device)
+        return self.value_head
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """LoRA weights, and the value head if any."""
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        return params + (list(self.value_head.parameters()) if self.value_head is not None else [])
+
+    def named_trainable_parameters(self) -> list[tuple[str, nn.Parameter]]:
+        named = [("model." + n, p) for n, p in self.model.named_parameters() if p.requires_grad]
+        if self.value_head is not None:
+            named += [("value_head." + n, p) for n, p in self.value_head.named_parameters()]
+        return named
+
+    def to(self, device: Any) -> Any:
+        self.device = torch.device(device)
+        self.model.to(self.device)
+        if self.value_head is not None:
+            self.value_head.to(self.device)
+        return self
+
+    def train(self, mode: bool = True) -> Any:
+        # The model stays in eval mode (no dropout), so sampling and scoring see the same
+        # function; subclasses switch training-only features (checkpointing) per pass.
+        return self
+
+    def eval(self) -> Any:
+        return self.train(False)
+
+    @contextmanager
+    def adapters_disabled(self) -> Iterator[None]:
+        """The frozen reference policy: the same model with the LoRA adapter switched off."""
+        with self.model.disable_adapter():
+            yield
+
+
+def eos_ids(model: Any, tokenizer: Any) -> list[int]:
+    """Every end-of-sequence id the generation config, model config or tokenizer names."""
+    ids: list[int] = []
+    for source in (getattr(model, "generation_config", None), model.config.get_text_config(), tokenizer):
+        value = getattr(source, "eos_token_id", None)
+        for v in value if isinstance(value, (list, tuple)) else [value]:
+            if isinstance(v, int) and v not in ids:
+                ids.append(v)
+    if not ids:
+        raise ValueError("the model and tokenizer define no eos token")
+    return ids
