@@ -33,6 +33,12 @@ def run_command(
     group_size: Optional[int] = typer.Option(None, "--group-size", help="Candidates per prompt (G)."),
     prompts_per_step: Optional[int] = typer.Option(None, "--prompts-per-step", help="Prompts per step (B)."),
     seed: Optional[int] = typer.Option(None, "--seed"),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Learning rate."),
+    judge: Optional[str] = typer.Option(
+        None, "--judge", help="llm-judge: smollm2 | self | openai | a local dir or hub id."),
+    judge_url: Optional[str] = typer.Option(
+        None, "--judge-url", help="llm-judge: an OpenAI-compatible base URL (http://127.0.0.1:8000/v1)."),
+    context: Optional[str] = typer.Option(None, "--context", help="llm-judge: narrative | none | gold."),
     run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="Where to write (default runs/<time>-<oracle>-<loss>)."),
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the run in this directory."),
     as_json: bool = typer.Option(False, "--json", help="End with one JSON summary line."),
@@ -57,6 +63,7 @@ def run_command(
         overrides: dict[str, Any] = {
             "oracle.name": oracle, "loss.name": loss, "policy.path": policy, "run.steps": steps,
             "run.group_size": group_size, "run.prompts_per_step": prompts_per_step, "run.seed": seed,
+            "run.lr": lr, "oracle.judge": judge, "oracle.judge_url": judge_url, "oracle.context": context,
         }
         cfg = load_config(config, overrides, known_components())
         target = run_dir or Path("runs") / (

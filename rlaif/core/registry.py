@@ -210,6 +210,11 @@ class Registry:
         except KeyError:
             raise UnknownComponentError(kind, name, self.names(kind)) from None
 
+    def check(self, kind: str, name: str, options: dict[str, Any] | None = None) -> None:
+        """Raise the errors :meth:`build` would raise for these options, without building:
+        lets a command reject a misspelt option before it creates or trains anything."""
+        check_options(f"{kind} {name!r}", self.get(kind, name).resolve(), dict(options or {}))
+
     def build(self, kind: str, name: str, options: dict[str, Any] | None = None, **extra: Any) -> Any:
         """Import and call the component's factory with its options.
 

@@ -378,6 +378,8 @@ def run_rl(run_dir: str | Path, config: RunConfig, registry: Registry, *, resume
 
     run_dir = Path(run_dir)
     started = time.perf_counter()
+    for kind in ("benchmark", "policy", "oracle", "loss"):  # before anything is created or trained
+        registry.check(kind, config.choice(kind).name, config.choice(kind).options)
     accelerator = make_accelerator(config)
     main = accelerator.is_main_process
     run_dir.mkdir(parents=True, exist_ok=True)

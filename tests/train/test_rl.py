@@ -162,17 +162,20 @@ def test_two_process_data_parallel(tiny: dict[str, Path]) -> None:
 
 
 @pytest.mark.parametrize(
-    ("toml", "message"),
+    ("toml", "message", "args"),
     [
-        ("[run]\nsteps = 0\n", "run.steps must be >= 1"),
-        ("[run]\ngroup_sise = 4\n", "unknown key run.'group_sise'"),
-        ('[loss]\nname = "grpo-rnak"\n', "unknown loss 'grpo-rnak'; choose one of: dpo, grpo, grpo-rank, ppo"),
+        ("[run]\nsteps = 0\n", "run.steps must be >= 1", []),
+        ("[run]\ngroup_sise = 4\n", "unknown key run.'group_sise'", []),
+        ('[loss]\nname = "grpo-rnak"\n', "unknown loss 'grpo-rnak'; choose one of: dpo, grpo, grpo-rank, ppo", []),
+        # a component option is checked before any directory, store or SFT model is made
+        ('[loss]\nname = "grpo"\nkl_coeff = 0.1\n', "unknown option 'kl_coeff' for loss 'grpo'", []),
+        ("[run]\n", "unknown option 'judge' for oracle 'ground-truth'", ["--oracle", "ground-truth", "--judge", "self"]),
     ],
 )
-def test_bad_config_is_one_line_error(tmp_path: Path, toml: str, message: str) -> None:
+def test_bad_config_is_one_line_error(tmp_path: Path, toml: str, message: str, args: list[str]) -> None:
     path = tmp_path / "bad.toml"
     path.write_text(toml)
-    proc = subprocess.run(rlaif_cmd("run", "--config", str(path), "--run-dir", str(tmp_path / "r")),
+    proc = subprocess.run(rlaif_cmd("run", "--config", str(path), "--run-dir", str(tmp_path / "r"), *args),
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
