@@ -369,7 +369,6 @@ class PolicyJudgeBackend:
         return [JudgeReply(text=summarize_logprobs(ls, [float(v) for v in s]), label_logprobs=[float(v) for v in s])
                 for ls, s in zip(labels, scores, strict=True)]
 
-
     def judge_prompt(self, prompt: Any, candidates: Sequence[str], narrative: str | None) -> Any:
         """The policy's own judging item for ``candidates`` (in label order)."""
         return self.policy.judge_prompt(prompt, candidates, narrative)
