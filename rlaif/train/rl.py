@@ -130,18 +130,24 @@ def build_components(config: RunConfig, registry: Registry, *, store: Any = None
 
 
 def init_value_head(comp: Components) -> str | None:
-    """Initialise the policy's value head from a reward model when the loss asks for it
-    (``[loss] value_init = "RM_DIR"``, PPO); returns the path used."""
+    """Give the policy its value head before the optimizer is built, when the loss needs
+    values (PPO): zero-initialised, or from a reward model when the loss asks for it
+    (``[loss] value_init = "RM_DIR"``). Returns the reward model path used, if any.
+    (A head made lazily at the first forward would miss the optimizer, and a checkpoint
+    holding it would not load into a policy without one.)"""
     path = getattr(comp.loss, "value_init", None)
-    if not path:
+    if not path and "values" not in getattr(comp.loss, "needs", ()):
         return None
     if not hasattr(comp.policy, "add_value_head"):
-        raise UsageError(f"loss option value_init: policy {getattr(comp.policy, 'name', '?')} has no value head")
+        raise UsageError(f"loss {getattr(comp.loss, 'name', '?')} needs a value head and policy "
+                         f"{getattr(comp.policy, 'name', '?')} has none")
+    head = comp.policy.add_value_head()
+    if not path:
+        return None
     import torch
 
     from rlaif.train.reward_model import load_value_head_init
 
-    head = comp.policy.add_value_head()
     state = load_value_head_init(path)
     if tuple(state["weight"].shape) != tuple(head.weight.shape):
         raise UsageError(f"loss option value_init: reward head {tuple(state['weight'].shape)} does not fit the "

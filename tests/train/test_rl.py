@@ -194,3 +194,8 @@ def test_every_loss_runs_end_to_end(tiny: dict[str, Path], loss: str) -> None:
 
     rows = [r for r in csv.DictReader((run_dir / "metrics.csv").open()) if r.get("loss")]
     assert len(rows) == 2 and all(r["loss"] not in ("", "nan") for r in rows)
+    if loss == "ppo":  # the value head exists before the optimizer, so it trains from its zero init
+        from safetensors.torch import load_file
+
+        head = load_file(str(run_dir / "policy" / "value_head.safetensors"))
+        assert any(float(t.abs().sum()) > 0 for t in head.values()), head
