@@ -18,7 +18,7 @@ from rlaif.cli.app import console, handle_errors
 def train_rm_command(
     run_dir: Path = typer.Argument(..., help="A run directory written by `rlaif run` (its store holds the rankings)."),
     oracle: Optional[str] = typer.Option(None, "--oracle", help="Whose stored rankings to learn (default: the run's)."),
-    pairs: str = typer.Option("all", "--pairs", help="all (every pair across tie blocks) | best-worst."),
+    pairs: str = typer.Option("all", "--pairs", help="all (every pair across tie blocks) | best-worst | scored (pairs whose oracle scores differ)."),
     lora_r: int = typer.Option(64, "--lora-r", help="Rank of the reward model's fresh LoRA (paper: 64)."),
     lora_alpha: Optional[int] = typer.Option(None, "--lora-alpha", help="LoRA alpha (default: = r)."),
     lr: float = typer.Option(1e-3, "--lr", help="AdamW learning rate (paper: 2e-5 on a 7B model)."),

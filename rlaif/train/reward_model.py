@@ -10,7 +10,10 @@ LM weights stay frozen.
 The data: every committed ranking shard of one oracle in ``RUN_DIR``'s store, turned
 into pairwise preferences: ``pairs="all"`` (default) takes every ordered pair of
 candidates from different tie blocks (the better block's member is ``chosen``);
-``pairs="best-worst"`` only the best block against the worst. 20 % of the *prompts* (not
+``pairs="best-worst"`` only the best block against the worst; ``pairs="scored"`` the
+pairs of ``all`` whose oracle *scores* differ (a verifier's tie-break order, e.g. the
+ground-truth oracle ordering two wrong answers by length, is then not learnt as a
+preference; rankings without scores give all their pairs). 20 % of the *prompts* (not
 pairs: a prompt's pairs share everything but the answers) are held out, and the
 pairwise accuracy on their pairs is the model's headline number.
 
@@ -49,7 +52,7 @@ from rlaif.core.records import Prompt, Ranking, Rollout
 
 RM_FORMAT = "reward-model/1"
 RM_DIRNAME = "reward_model"
-PAIR_MODES = ("all", "best-worst")
+PAIR_MODES = ("all", "best-worst", "scored")
 
 
 # --------------------------------------------------------------------------- the loss
@@ -91,8 +94,9 @@ class PreferencePair:
 
 def ranking_pairs(ranking: Ranking, mode: str = "all") -> list[tuple[int, int]]:
     """``(chosen, rejected)`` candidate indices from one ranking: every pair across
-    different tie blocks (``all``), or the best block against the worst
-    (``best-worst``). A failed or all-tied ranking gives none."""
+    different tie blocks (``all``), the best block against the worst (``best-worst``),
+    or the pairs of ``all`` whose scores differ (``scored``). A failed or all-tied
+    ranking gives none."""
     if mode not in PAIR_MODES:
         raise UsageError(f"pairs must be one of {', '.join(PAIR_MODES)}, got {mode!r}")
     if not ranking.ok:
@@ -102,7 +106,11 @@ def ranking_pairs(ranking: Ranking, mode: str = "all") -> list[tuple[int, int]]:
         return []
     if mode == "best-worst":
         return [(a, b) for a in blocks[0] for b in blocks[-1]]
-    return [(a, b) for i, better in enumerate(blocks) for worse in blocks[i + 1 :] for a in better for b in worse]
+    pairs = [(a, b) for i, better in enumerate(blocks) for worse in blocks[i + 1 :] for a in better for b in worse]
+    if mode == "scored" and ranking.scores is not None:
+        scores = ranking.scores
+        pairs = [(a, b) for a, b in pairs if scores[a] > scores[b]]
+    return pairs
 
 
 def group_pairs(ranking: Ranking, rollouts: Sequence[Rollout], mode: str = "all", step: int = 0

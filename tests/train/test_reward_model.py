@@ -44,6 +44,10 @@ def test_pairs_from_rankings_respect_tie_blocks() -> None:
     ranking = Ranking("p", "o", order=[2, 0, 1, 3], ties=[[0, 1]])  # blocks: [2], [0, 1], [3]
     assert sorted(ranking_pairs(ranking, "all")) == [(0, 3), (1, 3), (2, 0), (2, 1), (2, 3)]
     assert ranking_pairs(ranking, "best-worst") == [(2, 3)]
+    # scored: a verifier's score 1 > 0 > 0 > 0, the last three ordered only by its tie-break
+    scored = Ranking("p", "o", order=[2, 0, 1, 3], scores=[0.0, 0.0, 1.0, 0.0])
+    assert sorted(ranking_pairs(scored, "scored")) == [(2, 0), (2, 1), (2, 3)]
+    assert sorted(ranking_pairs(ranking, "scored")) == sorted(ranking_pairs(ranking, "all"))  # no scores
     assert ranking_pairs(Ranking("p", "o", failure="x"), "all") == []
     assert ranking_pairs(Ranking("p", "o", order=[0, 1], ties=[[0, 1]]), "all") == []
     rollouts = [Rollout("p", i, t) for i, t in enumerate(["a", "b", "best", "b"])]
