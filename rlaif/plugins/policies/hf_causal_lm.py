@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from rlaif.core.records import Prompt, Rollout
-from rlaif.plugins.policies.hf_common import PeftPolicyBase
+from rlaif.plugins.policies.hf_common import PeftPolicyBase, answer_nll
 
 DEFAULT_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
 VALUE_HEAD_FILE = "value_head.safetensors"
@@ -90,12 +90,6 @@ class HFCausalLM(PeftPolicyBase):
                 self._prompt_cache.clear()
             self._prompt_cache[text] = ids
         return ids
-
-    def _text_ids(self, text: str) -> list[int]:
-        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
-
-    def _decode(self, tokens: Sequence[int]) -> str:
-        return str(self.tokenizer.decode(list(tokens), skip_special_tokens=True)).strip()
 
     def _batch(self, prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]] | None = None
                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int, int]:
@@ -191,17 +185,7 @@ class HFCausalLM(PeftPolicyBase):
         rows = [self._prompt_ids(p.question) for p in prompts for _ in range(n)]
         sampled = self._sample(rows, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
                                greedy=greedy)
-        groups: list[list[Rollout]] = []
-        for i, prompt in enumerate(prompts):
-            group = []
-            for j in range(n):
-                tokens, logprobs, finished = sampled[i * n + j]
-                group.append(Rollout(
-                    prompt_id=prompt.prompt_id, index=j, text=self._decode(tokens), token_ids=tokens,
-                    logprobs=logprobs, policy_version=self.policy_version, finished=finished,
-                ))
-            groups.append(group)
-        return groups
+        return self._rollout_groups(prompts, n, sampled)
 
     def complete(self, texts: Sequence[str], max_new_tokens: int = 48, greedy: bool = True,
                  temperature: float = 1.0) -> list[str]:
@@ -243,12 +227,6 @@ class HFCausalLM(PeftPolicyBase):
             result["values"] = head(hidden.to(head.weight.dtype)).squeeze(-1) * response_mask
         return result
 
-    @torch.no_grad()
-    def logprobs(self, prompts: Sequence[Prompt], rollouts: Sequence[Rollout]) -> tuple[torch.Tensor, torch.Tensor]:
-        """No-grad ``(logprobs [N, L], mask [N, L])``; see :meth:`forward_responses`."""
-        out = self.forward_responses(prompts, rollouts)
-        return out["logprobs"], out["mask"]
-
     def answer_ids(self, answer: str) -> list[int]:
         """Token ids of a target answer as the policy would produce it, then EOS."""
         return [*self._text_ids(" " + answer.strip()), self.eos_ids[0]]
@@ -258,10 +236,7 @@ class HFCausalLM(PeftPolicyBase):
         """Cross-entropy of ``answer + EOS`` given each prompt (SFT): per-answer token
         mean averaged over answers (``"sequence"``), or mean over all tokens (``"token"``)."""
         out = self._score([self._prompt_ids(p.question) for p in prompts], [self.answer_ids(a) for a in answers])
-        nll, mask = -out["logprobs"], out["mask"]  # [N, L]
-        if reduction == "token":
-            return (nll * mask).sum() / mask.sum().clamp(min=1.0)
-        return ((nll * mask).sum(1) / mask.sum(1).clamp(min=1.0)).mean()
+        return answer_nll(out, reduction)
 
     # -- persistence -------------------------------------------------------------------
     def save(self, directory: str | os.PathLike[str]) -> None:

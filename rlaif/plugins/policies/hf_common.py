@@ -1,15 +1,18 @@
 """What every transformers-backed policy shares (``hf-causal-lm``, ``hf-vlm``): the
 LoRA-adapted model kept in eval mode, the zero-initialised value head, the trainable
-parameters, device moves and the reference policy as "adapter off"."""
+parameters, device moves, the reference policy as "adapter off", decoding and the
+assembly of sampled rows into rollout groups."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 import torch
 from torch import nn
+
+from rlaif.core.records import Prompt, Rollout
 
 
 class PeftPolicyBase:
@@ -76,6 +79,49 @@ class PeftPolicyBase:
         """The frozen reference policy: the same model with the LoRA adapter switched off."""
         with self.model.disable_adapter():
             yield
+
+    # -- text, groups, scores ------------------------------------------------------------
+    def _text_ids(self, text: str) -> list[int]:
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def _decode(self, tokens: Sequence[int]) -> str:
+        return str(self.tokenizer.decode(list(tokens), skip_special_tokens=True)).strip()
+
+    def _rollout_groups(self, prompts: Sequence[Prompt], n: int,
+                        sampled: Sequence[tuple[list[int], list[float], bool]]) -> list[list[Rollout]]:
+        """``n`` sampled rows per prompt (row ``i * n + j`` is candidate ``j`` of prompt
+        ``i``) as rollout groups stamped with the current policy version."""
+        groups: list[list[Rollout]] = []
+        for i, prompt in enumerate(prompts):
+            group = []
+            for j in range(n):
+                tokens, logprobs, finished = sampled[i * n + j]
+                group.append(Rollout(
+                    prompt_id=prompt.prompt_id, index=j, text=self._decode(tokens), token_ids=tokens,
+                    logprobs=logprobs, policy_version=self.policy_version, finished=finished,
+                ))
+            groups.append(group)
+        return groups
+
+    def forward_responses(self, prompts: Sequence[Prompt], rollouts: Sequence[Rollout], *,
+                          with_values: bool = False, temperature: float = 1.0) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def logprobs(self, prompts: Sequence[Prompt], rollouts: Sequence[Rollout]) -> tuple[torch.Tensor, torch.Tensor]:
+        """No-grad ``(logprobs [N, L], mask [N, L])``; see :meth:`forward_responses`."""
+        out = self.forward_responses(prompts, rollouts)
+        return out["logprobs"], out["mask"]
+
+
+def answer_nll(scored: dict[str, torch.Tensor], reduction: str = "sequence") -> torch.Tensor:
+    """SFT cross-entropy from teacher-forced ``logprobs``/``mask`` ``[N, L]``: each answer's
+    token mean averaged over answers (``"sequence"``: a one-word answer weighs as much as
+    a description), or the mean over all tokens (``"token"``)."""
+    nll, mask = -scored["logprobs"], scored["mask"]  # [N, L]
+    if reduction == "token":
+        return (nll * mask).sum() / mask.sum().clamp(min=1.0)
+    return ((nll * mask).sum(1) / mask.sum(1).clamp(min=1.0)).mean()
 
 
 def eos_ids(model: Any, tokenizer: Any) -> list[int]:

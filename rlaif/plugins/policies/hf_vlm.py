@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rlaif.core.records import Prompt, Rollout
-from rlaif.plugins.policies.hf_common import PeftPolicyBase
+from rlaif.plugins.policies.hf_common import PeftPolicyBase, answer_nll
 
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -513,17 +513,7 @@ class HFVideoVLM(PeftPolicyBase):
         rows = [e for e in encoded for _ in range(n)]
         sampled = self._sample(rows, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
                                greedy=greedy)
-        groups: list[list[Rollout]] = []
-        for i, prompt in enumerate(prompts):
-            group = []
-            for j in range(n):
-                tokens, logprobs, finished = sampled[i * n + j]
-                group.append(Rollout(
-                    prompt_id=prompt.prompt_id, index=j, text=self._decode(tokens), token_ids=tokens,
-                    logprobs=logprobs, policy_version=self.policy_version, finished=finished,
-                ))
-            groups.append(group)
-        return groups
+        return self._rollout_groups(prompts, n, sampled)
 
     def complete(self, texts: Sequence[str], max_new_tokens: int = 48, greedy: bool = True,
                  temperature: float = 1.0) -> list[str]:
@@ -553,12 +543,6 @@ class HFVideoVLM(PeftPolicyBase):
         if self.benchmark is None:
             raise RuntimeError("hf-vlm needs a benchmark to decode frames (wire benchmark=...)")
         return self.benchmark.frames(video)
-
-    def _text_ids(self, text: str) -> list[int]:
-        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
-
-    def _decode(self, tokens: Sequence[int]) -> str:
-        return str(self.tokenizer.decode(list(tokens), skip_special_tokens=True)).strip()
 
     # -- scoring -----------------------------------------------------------------------
     def forward_responses(
@@ -623,12 +607,6 @@ class HFVideoVLM(PeftPolicyBase):
             for layer in layers:
                 layer.training = False
 
-    @torch.no_grad()
-    def logprobs(self, prompts: Sequence[Prompt], rollouts: Sequence[Rollout]) -> tuple[torch.Tensor, torch.Tensor]:
-        """No-grad ``(logprobs [N, L], mask [N, L])``; see :meth:`forward_responses`."""
-        out = self.forward_responses(prompts, rollouts)
-        return out["logprobs"], out["mask"]
-
     def answer_ids(self, answer: str) -> list[int]:
         """Token ids of a target answer as the policy would produce it, then EOS."""
         text = answer.strip() if self.chat_template else " " + answer.strip()
@@ -640,10 +618,7 @@ class HFVideoVLM(PeftPolicyBase):
         answer's tokens averaged over answers (``"sequence"``), or over all tokens
         (``"token"``)."""
         out = self._score([self._encode(p) for p in prompts], [self.answer_ids(a) for a in answers])
-        nll, mask = -out["logprobs"], out["mask"]  # [N, L]
-        if reduction == "token":
-            return (nll * mask).sum() / mask.sum().clamp(min=1.0)
-        return ((nll * mask).sum(1) / mask.sum(1).clamp(min=1.0)).mean()
+        return answer_nll(out, reduction)
 
     # -- persistence -------------------------------------------------------------------
     def save(self, directory: str | os.PathLike[str]) -> None:
