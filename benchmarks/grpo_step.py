@@ -8,7 +8,8 @@ sampling (temperature 1, no top-k/top-p), KL coefficient (0.04, reference = adap
 off), clip range (0.2), AdamW and gradient clipping at 1.0, one optimizer step per
 generation (``inner_epochs`` = ``num_iterations`` = 1), and the same reward on the
 decoded completion (distinct words, with a bonus for number words). TRL runs without
-gradient checkpointing (its default is on) and in float32, as ours does.
+gradient checkpointing (its default is on) and with float32 weights, as ours does
+(``--mixed-precision bf16`` turns on bf16 autocast on both sides).
 
 Ours is the ``rlaif run`` step: :func:`rlaif.train.rl.sample_step` (``hf-causal-lm``
 sampling + an in-script scoring oracle returning ``Ranking.from_scores``) and
@@ -21,10 +22,16 @@ reference, grad call = policy), and its total is the time between consecutive
 its step). Each side warms up for ``--warmup`` steps, then ``--steps`` steps are timed and
 the median of each phase is reported, in one process, one side after the other.
 
+After the timed steps each side runs one more step under cProfile, and the time spent
+inside torch's C++ calls (kernels, autograd, dispatch: the profile's own time of every
+built-in torch function and tensor method) is summed. That is work any Python loop
+issuing the same operations pays, so ``TRL step / our torch time`` bounds the ratio a
+loop with zero Python overhead could reach on this machine; it is printed as the ceiling.
+
 Usage: ``python benchmarks/grpo_step.py [--steps 5] [--threads 1] [--profile]``; needs
-the ``bench`` extra (``pip install 'oracle-rlaif[bench]'`` for TRL). ``--profile`` adds a
-cProfile of one of our steps (top functions by own time). Target from the RL-engine
-issue: ours >= 2x TRL's throughput (completions per second).
+the ``bench`` extra (``pip install 'oracle-rlaif[bench]'`` for TRL). ``--profile`` prints
+the top functions of those profiled steps by own time. Target from the RL-engine issue:
+ours >= 2x TRL's throughput (completions per second).
 """
 
 from __future__ import annotations
@@ -133,6 +140,20 @@ class PhaseTimer:
         return {k: statistics.median(s.get(k, 0.0) for s in kept) for k in keys}
 
 
+def torch_seconds(profiler: cProfile.Profile) -> float:
+    """Own time of torch's built-in functions and tensor methods in a profile: the part
+    of a step spent in C++ (kernels, autograd engine, dispatcher), not in Python."""
+    stats = pstats.Stats(profiler)
+    return sum(row[2] for (filename, _, name), row in stats.stats.items()  # type: ignore[attr-defined]
+               if filename == "~" and "torch" in name)
+
+
+def profile_report(profiler: cProfile.Profile, title: str) -> str:
+    out = io.StringIO()
+    pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(25)
+    return f"\n--- cProfile of {title} (top 25 by own time) ---\n" + out.getvalue()[:6000]
+
+
 def logprob_phase() -> str:
     import torch
 
@@ -155,12 +176,14 @@ class RewardOracle:
 
 
 def run_ours(model_dir: Path, loss_name: str, args: argparse.Namespace) -> tuple[dict[str, float], float]:
-    """Median phase seconds over the timed steps, and the mean completion length."""
+    """Median phase seconds over the timed steps (plus ``torch_s`` of one profiled step),
+    and the mean completion length."""
     from rlaif.core.config import RunConfig
     from rlaif.core.records import Prompt, VideoRef
     from rlaif.plugins.losses.grpo import GRPOLoss
     from rlaif.plugins.losses.grpo_rank import GRPORankLoss
     from rlaif.plugins.policies.hf_causal_lm import build_hf_causal_lm
+    from rlaif.train.precision import Precision
     from rlaif.train.rl import Components, make_optimizer, sample_step, select_prompts, update_policy
 
     policy = build_hf_causal_lm(str(model_dir), lora_r=LORA["r"], lora_alpha=LORA["lora_alpha"],
@@ -170,8 +193,10 @@ def run_ours(model_dir: Path, loss_name: str, args: argparse.Namespace) -> tuple
     run = config.run
     run.seed, run.group_size, run.prompts_per_step = args.seed, args.group_size, args.prompts
     run.max_new_tokens, run.inner_epochs, run.lr, run.temperature = args.max_new_tokens, 1, args.lr, 1.0
+    run.mixed_precision = args.mixed_precision
     comp = Components(benchmark=None, policy=policy, oracle=RewardOracle(), loss=loss)
     optimizer = make_optimizer(policy, config)
+    precision = Precision.for_policy(run.mixed_precision, policy)
     video = VideoRef(video_id="none", path="")
     pool = [Prompt(prompt_id=f"p{i}", video=video, question=q) for i, q in enumerate(prompt_texts())]
 
@@ -182,9 +207,10 @@ def run_ours(model_dir: Path, loss_name: str, args: argparse.Namespace) -> tuple
 
     def one_step(step: int) -> None:
         start = time.perf_counter()
-        data = sample_step(step, select_prompts(pool, step, run.seed, run.prompts_per_step), comp, config)
+        data = sample_step(step, select_prompts(pool, step, run.seed, run.prompts_per_step), comp, config,
+                           precision=precision)
         with timer.time("update"):
-            update_policy(data, comp, optimizer, config, accelerator=None)
+            update_policy(data, comp, optimizer, config, accelerator=None, precision=precision)
         policy.policy_version += 1
         timer.current["sample"] = data.sample_seconds
         timer.current["rank"] = data.rank_seconds
@@ -194,17 +220,17 @@ def run_ours(model_dir: Path, loss_name: str, args: argparse.Namespace) -> tuple
     total_steps = args.warmup + args.steps
     for step in range(1, total_steps + 1):
         one_step(step)
-    if args.profile and loss_name == "grpo":
-        profiler = cProfile.Profile()
-        profiler.enable()
-        one_step(total_steps + 1)
-        profiler.disable()
-        out = io.StringIO()
-        pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(25)
-        print(f"\n--- cProfile of one of our steps (loss {loss_name}, top 25 by own time) ---")
-        print(out.getvalue()[:6000])
-        timer.steps.pop()
-    return timer.medians(args.warmup), statistics.mean(lengths[-args.steps * args.prompts * args.group_size:])
+    profiler = cProfile.Profile()
+    profiler.enable()
+    one_step(total_steps + 1)
+    profiler.disable()
+    timer.steps.pop()
+    if args.profile:
+        print(profile_report(profiler, f"one of our steps (loss {loss_name})"))
+    medians = timer.medians(args.warmup)
+    medians["torch_s"] = torch_seconds(profiler)
+    batch = args.prompts * args.group_size
+    return medians, statistics.mean(lengths[-(args.steps + 1) * batch : -batch])
 
 
 # --------------------------------------------------------------------------- TRL
@@ -223,6 +249,9 @@ def run_trl(model_dir: Path, args: argparse.Namespace, out_dir: Path) -> tuple[d
     def reward_fn(completions: list[str], **_: Any) -> list[float | None]:
         return [reward(c) for c in completions]
 
+    profiled_step = args.warmup + args.steps + 1  # one more step, under cProfile, not timed
+    profiler = cProfile.Profile()
+
     class StepClock(TrainerCallback):
         def __init__(self) -> None:
             self.last = time.perf_counter()
@@ -230,10 +259,15 @@ def run_trl(model_dir: Path, args: argparse.Namespace, out_dir: Path) -> tuple[d
         def on_train_begin(self, *a: Any, **k: Any) -> None:
             self.last = time.perf_counter()
 
-        def on_step_end(self, *a: Any, **k: Any) -> None:
+        def on_step_end(self, _args: Any, state: Any, *a: Any, **k: Any) -> None:
+            if state.global_step == profiled_step:
+                profiler.disable()
+                return
             now = time.perf_counter()
             timer.end_step(now - self.last)
-            self.last = now
+            if state.global_step == profiled_step - 1:
+                profiler.enable()  # from here to the end of the next step
+            self.last = time.perf_counter()
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
@@ -243,7 +277,7 @@ def run_trl(model_dir: Path, args: argparse.Namespace, out_dir: Path) -> tuple[d
         max_completion_length=args.max_new_tokens, gradient_accumulation_steps=1, num_iterations=1,
         beta=args.beta, epsilon=0.2, loss_type="grpo", scale_rewards="group", temperature=1.0, top_p=1.0, top_k=0,
         learning_rate=args.lr, lr_scheduler_type="constant", warmup_steps=0, max_grad_norm=1.0, weight_decay=0.0,
-        max_steps=args.warmup + args.steps, use_cpu=True, bf16=False, fp16=False, gradient_checkpointing=False,
+        max_steps=profiled_step, use_cpu=True, bf16=args.mixed_precision == "bf16", fp16=False, gradient_checkpointing=False,
         logging_steps=1, report_to=[], save_strategy="no", disable_tqdm=True, seed=args.seed,
         dataloader_num_workers=0, log_completions=False,
     )
@@ -266,7 +300,12 @@ def run_trl(model_dir: Path, args: argparse.Namespace, out_dir: Path) -> tuple[d
     trainer._get_per_token_logps_and_entropies = timer.wrap(  # type: ignore[method-assign]
         trainer._get_per_token_logps_and_entropies, logprob_phase)
     trainer.train()
-    return timer.medians(args.warmup), statistics.mean(lengths[-args.steps * batch:])
+    if args.profile:
+        print(profile_report(profiler, "one TRL step"))
+    timer.current.clear()  # the profiled step's phases
+    medians = timer.medians(args.warmup)
+    medians["torch_s"] = torch_seconds(profiler)
+    return medians, statistics.mean(lengths[-(args.steps + 1) * batch : -batch])
 
 
 # --------------------------------------------------------------------------- report
@@ -296,13 +335,18 @@ def print_table(rows: dict[str, tuple[dict[str, float], float]], completions: in
         print(f"{label:<28}" + "".join(cells))
     print(f"{'mean completion tokens':<28}" + "".join(f"{rows[n][1]:>{width}.1f}" for n in names))
     print(f"{'completions / s':<28}" + "".join(f"{completions / rows[n][0]['total']:>{width}.1f}" for n in names))
+    print(f"{'in torch C++ (profiled)':<28}" + "".join(f"{rows[n][0]['torch_s']:>{width}.4f}" for n in names))
+    print(f"{'share of step in torch C++':<28}"
+          + "".join(f"{rows[n][0]['torch_s'] / rows[n][0]['total']:>{width}.0%}" for n in names))
     if "trl" in rows:
-        trl = completions / rows["trl"][0]["total"]
+        trl_total = rows["trl"][0]["total"]
         for n in names:
             if n != "trl":
-                ratio = completions / rows[n][0]["total"] / trl
+                ratio = trl_total / rows[n][0]["total"]
+                ceiling = trl_total / rows[n][0]["torch_s"]
                 verdict = "meets" if ratio >= 2.0 else "misses"
-                print(f"throughput ratio {n} / trl: {ratio:.2f}x ({verdict} the 2x target)")
+                print(f"throughput ratio {n} / trl: {ratio:.2f}x ({verdict} the 2x target); "
+                      f"ceiling with zero Python overhead: {ceiling:.2f}x")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -318,6 +362,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--vocab", type=int, default=1024)
     parser.add_argument("--beta", type=float, default=0.04, help="KL coefficient (both sides)")
     parser.add_argument("--lr", type=float, default=1e-5)
+    parser.add_argument("--mixed-precision", choices=["no", "bf16"], default="no",
+                        help="bf16 autocast on both sides (float32 weights)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--losses", default="grpo,grpo-rank", help="our losses to time, comma-separated")
     parser.add_argument("--no-trl", action="store_true", help="time only our side")
@@ -350,6 +396,7 @@ def main(argv: Sequence[str] | None = None) -> None:
           f"load average {os.getloadavg()[0]:.2f}; tiny Llama hidden {args.hidden} x {args.layers} layers, "
           f"vocab ~{args.vocab} (~{n_params / 1e6:.1f}M params), LoRA r={LORA['r']}; "
           f"{args.prompts} prompts x G={args.group_size}, <= {args.max_new_tokens} new tokens; "
+          f"mixed precision {args.mixed_precision}; "
           f"median of {args.steps} steps after {args.warmup} warm-up")
     print_table(rows, args.prompts * args.group_size)
 

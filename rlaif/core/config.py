@@ -48,11 +48,11 @@ class RunSettings:
     temperature: float = 1.0
     lr: float = 1e-3
     inner_epochs: int = 1
-    grad_accum: int = 1
+    grad_accum: int = 1  # micro-batches per update (exact full-batch gradient, less activation memory)
     eval_every: int = 0  # 0 = only at the start and the end
     eval_items: int = 0  # 0 = the whole test split
     checkpoint_every: int = 25
-    mixed_precision: str = "no"
+    mixed_precision: str = "no"  # no | bf16 | fp16: autocast forwards, fp32 weights and optimizer
 
 
 @dataclass

@@ -45,6 +45,17 @@ class Policy(Protocol):
         """Per-token log-probs ``[B, L]`` (and mask) of ``rollouts[i]`` given ``prompts[i]``."""
         ...
 
+    def forward_responses(self, prompts: Sequence[Prompt], rollouts: Sequence[Rollout], *,
+                          with_values: bool = False, **outputs: bool) -> dict[str, Any]:
+        """What the RL update differentiates: ``logprobs`` and ``mask`` ``[B, L]``, with grad;
+        ``values`` ``[B, L]`` (a value head) when ``with_values``; ``entropies`` ``[B, L]``
+        when called with ``with_entropies=True`` (asked only when a loss needs them)."""
+        ...
+
+    def trainable_parameters(self) -> Any:
+        """The parameters the optimizer updates (adapters, projector, value head)."""
+        ...
+
     def adapters_disabled(self) -> AbstractContextManager[None]:
         """Context in which the policy acts as its frozen reference (adapters off)."""
         ...

@@ -26,6 +26,7 @@ import random
 import shutil
 import time
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ from rlaif.core.errors import StoreError, UsageError
 from rlaif.core.protocols import RankedBatch
 from rlaif.core.records import Group, Prompt, Ranking, Rollout, RunInfo
 from rlaif.core.registry import Registry
+from rlaif.train.precision import Precision
 
 RUN_ID = "main"
 
@@ -181,7 +183,7 @@ def gather_context(groups: list[Group], oracle: Any, context_fn: Callable[[Promp
 
 
 def sample_step(step: int, prompts: list[Prompt], comp: Components, config: RunConfig,
-                context_fn: Callable[[Prompt], str] | None = None) -> StepData:
+                context_fn: Callable[[Prompt], str] | None = None, precision: Precision | None = None) -> StepData:
     """Sample G candidates per prompt and have the oracle rank them."""
     import torch
 
@@ -189,7 +191,7 @@ def sample_step(step: int, prompts: list[Prompt], comp: Components, config: RunC
     # A stable per-step seed (not hash(): string hashing is salted per process).
     torch.manual_seed((run.seed * 1_000_003 + step * 7919) % (2**31))
     start = time.perf_counter()
-    with torch.no_grad():
+    with torch.no_grad(), (precision.autocast() if precision is not None else nullcontext()):
         candidates = comp.policy.generate(prompts, run.group_size, max_new_tokens=run.max_new_tokens,
                                           temperature=run.temperature)
     sampled = time.perf_counter()
@@ -202,60 +204,119 @@ def sample_step(step: int, prompts: list[Prompt], comp: Components, config: RunC
     return StepData(step, groups, rankings, sampled - start, ranked - sampled, oracle_calls=1 if groups else 0)
 
 
-def loss_tensors(data: StepData, comp: Components) -> dict[str, Any]:
-    """The tensors every inner epoch reuses: old and reference log-probs, old values."""
+# The policy outputs a loss may differentiate; the rest of a batch's tensors are constants.
+GRAD_OUTPUTS = ("logprobs", "values", "entropies")
+
+
+def micro_batches(rows: int, grad_accum: int) -> list[slice]:
+    """``grad_accum`` contiguous row ranges of (nearly) equal size covering ``rows``."""
+    parts = max(1, min(grad_accum, rows))
+    size = -(-rows // parts)  # ceil
+    return [slice(start, min(start + size, rows)) for start in range(0, rows, size)]
+
+
+def score_rollouts(policy: Any, prompts: Sequence[Prompt], rollouts: Sequence[Rollout], needs: frozenset[str] | set[str],
+                   chunks: Sequence[slice] | None = None) -> dict[str, Any]:
+    """``policy.forward_responses`` with the outputs ``needs`` asks for (``values``,
+    ``entropies``); with ``chunks``, one forward per row range, right-padded with zeros
+    (mask 0) to the batch's response length and stacked, as one call would return them."""
+    import torch
+
+    extra: dict[str, Any] = {"with_values": "values" in needs}
+    if "entropies" in needs:
+        extra["with_entropies"] = True  # only asked for, so a policy without entropies still fits
+    if chunks is None or len(chunks) == 1:
+        return dict(policy.forward_responses(prompts, rollouts, **extra))
+    parts = [policy.forward_responses(prompts[c], rollouts[c], **extra) for c in chunks]
+    width = max(part["mask"].shape[1] for part in parts)
+    return {key: torch.cat([torch.nn.functional.pad(part[key], (0, width - part[key].shape[1]))
+                            for part in parts]) for key in parts[0]}
+
+
+def loss_tensors(data: StepData, comp: Components, chunks: Sequence[slice] | None = None,
+                 precision: Precision | None = None) -> dict[str, Any]:
+    """The tensors every inner epoch reuses: reference log-probs and old values."""
     import torch
 
     needs = comp.loss.needs
+    autocast = precision.autocast() if precision is not None else nullcontext()
     prompts = [g.prompt for g in data.groups for _ in g.rollouts]
     rollouts = [r for g in data.groups for r in g.rollouts]
     tensors: dict[str, Any] = {}
-    with torch.no_grad():
+    with torch.no_grad(), autocast:
         if "ref_logprobs" in needs:
             with comp.policy.adapters_disabled():
-                ref = comp.policy.forward_responses(prompts, rollouts)
-            tensors["ref_logprobs"] = ref["logprobs"].detach()  # [B*G, L]
+                tensors["ref_logprobs"] = score_rollouts(comp.policy, prompts, rollouts, set(), chunks)["logprobs"]
         if "old_values" in needs:
-            tensors["old_values"] = comp.policy.forward_responses(prompts, rollouts, with_values=True)[
-                "values"
-            ].detach()
+            tensors["old_values"] = score_rollouts(comp.policy, prompts, rollouts, {"values"}, chunks)["values"]
     tensors["finished"] = torch.tensor([r.finished for r in rollouts], dtype=torch.bool)  # [B*G]
     return tensors
 
 
 def update_policy(data: StepData, comp: Components, optimizer: Any, config: RunConfig,
-                  accelerator: Any) -> dict[str, float]:
-    """``inner_epochs`` passes of the loss over the step's batch; gradients are averaged
-    across processes so every rank applies the same update."""
+                  accelerator: Any, precision: Precision | None = None) -> dict[str, float]:
+    """``inner_epochs`` optimizer steps on the step's batch; gradients are averaged across
+    processes so every rank applies the same update.
+
+    With ``[run] grad_accum = k`` each forward/backward covers a k-th of the rollouts
+    (about a k-th of the activation memory) and the gradient is still exactly the
+    full-batch one, whatever the loss normalises over (group statistics, PPO's batch
+    whitening, DPO pairs): a no-grad pass gives every micro-batch's outputs, the loss and
+    its gradient with respect to those outputs are computed on the whole batch, then each
+    micro-batch is run again with grad and back-propagated from its slice of that
+    gradient. The price is one extra no-grad forward per epoch."""
     import torch
 
     if not data.groups:
         return {}
+    precision = precision or Precision.for_policy(config.run.mixed_precision, comp.policy)
+    needs = comp.loss.needs
     prompts = [g.prompt for g in data.groups for _ in g.rollouts]
     rollouts = [r for g in data.groups for r in g.rollouts]
-    fixed = loss_tensors(data, comp)
+    chunks = micro_batches(len(rollouts), config.run.grad_accum)
+    fixed = loss_tensors(data, comp, chunks, precision)
     params = list(comp.policy.trainable_parameters())
     metrics: dict[str, float] = {}
     for _ in range(config.run.inner_epochs):
-        out = comp.policy.forward_responses(prompts, rollouts, with_values="values" in comp.loss.needs)
-        logprobs, mask = out["logprobs"], out["mask"]  # [B*G, L]
-        tensors = dict(fixed)
-        tensors.update(logprobs=logprobs, mask=mask,
-                       old_logprobs=pad_rows([r.logprobs for r in rollouts], logprobs.shape[1]))
-        if "values" in out:
-            tensors["values"] = out["values"]
-        if "ref_logprobs" in tensors and tensors["ref_logprobs"].shape != logprobs.shape:
-            raise RuntimeError("reference and policy log-probs differ in shape")
-        loss, metrics = comp.loss(RankedBatch(data.groups, data.rankings, tensors))
         optimizer.zero_grad(set_to_none=False)
-        loss.backward()
+        if len(chunks) == 1:
+            with precision.autocast():
+                out = score_rollouts(comp.policy, prompts, rollouts, needs)
+            loss, metrics = comp.loss(ranked_batch(data, fixed, out, rollouts))
+            precision.backward(loss)
+        else:
+            with torch.no_grad(), precision.autocast():
+                out = score_rollouts(comp.policy, prompts, rollouts, needs, chunks)
+            leaves = {k: v.detach().requires_grad_() for k, v in out.items() if k in GRAD_OUTPUTS}
+            loss, metrics = comp.loss(ranked_batch(data, fixed, {**out, **leaves}, rollouts))
+            precision.backward(loss)  # fills leaves[k].grad: d loss / d output, scaled like the loss
+            for chunk in chunks:
+                with precision.autocast():
+                    part = score_rollouts(comp.policy, prompts[chunk], rollouts[chunk], needs)
+                pairs = [(part[k], leaf.grad[chunk, : part[k].shape[1]]) for k, leaf in leaves.items()
+                         if leaf.grad is not None and part[k].requires_grad]
+                if pairs:
+                    torch.autograd.backward([p for p, _ in pairs], [g for _, g in pairs])
         if accelerator is not None and accelerator.num_processes > 1:
             for p in params:
                 if p.grad is not None:
                     p.grad.copy_(accelerator.reduce(p.grad, reduction="mean"))
+        precision.unscale_(optimizer)
         metrics["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, 1.0))
-        optimizer.step()
+        precision.step(optimizer)
     return metrics
+
+
+def ranked_batch(data: StepData, fixed: dict[str, Any], out: dict[str, Any],
+                 rollouts: Sequence[Rollout]) -> RankedBatch:
+    """The loss's view of one pass: the policy outputs ``out``, the per-step constants
+    ``fixed`` and the sampling log-probs as ``old_logprobs``, all ``[B*G, L]``."""
+    tensors = {**fixed, **out}
+    width = out["logprobs"].shape[1]
+    tensors["old_logprobs"] = pad_rows([r.logprobs for r in rollouts], width).to(out["logprobs"].device)
+    if "ref_logprobs" in tensors and tensors["ref_logprobs"].shape != out["logprobs"].shape:
+        raise RuntimeError("reference and policy log-probs differ in shape")
+    return RankedBatch(data.groups, data.rankings, tensors)
 
 
 def step_metrics(data: StepData) -> dict[str, float]:
@@ -283,9 +344,9 @@ def trainable_state(policy: Any) -> dict[str, Any]:
     return {name: p.detach().clone().contiguous() for name, p in items}
 
 
-def save_checkpoint(run_dir: Path, step: int, policy: Any, optimizer: Any) -> Path:
-    """Trainable weights (safetensors), optimizer state and the step, written to a temp
-    dir and renamed so a kill never leaves half a checkpoint."""
+def save_checkpoint(run_dir: Path, step: int, policy: Any, optimizer: Any, precision: Precision | None = None) -> Path:
+    """Trainable weights (safetensors), optimizer state (with the fp16 loss scale) and the
+    step, written to a temp dir and renamed so a kill never leaves half a checkpoint."""
     import torch
     from safetensors.torch import save_file
 
@@ -295,6 +356,8 @@ def save_checkpoint(run_dir: Path, step: int, policy: Any, optimizer: Any) -> Pa
     tmp.mkdir(parents=True)
     save_file(trainable_state(policy), str(tmp / "trainable.safetensors"))
     torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+    if precision is not None and precision.state_dict():
+        torch.save(precision.state_dict(), tmp / "grad_scaler.pt")
     (tmp / "state.json").write_text(json.dumps({"step": step}))
     if final.exists():
         shutil.rmtree(final)
@@ -310,7 +373,7 @@ def latest_checkpoint(run_dir: Path) -> tuple[int, Path] | None:
     return int(json.loads((path / "state.json").read_text())["step"]), path
 
 
-def load_checkpoint(path: Path, policy: Any, optimizer: Any) -> None:
+def load_checkpoint(path: Path, policy: Any, optimizer: Any, precision: Precision | None = None) -> None:
     import torch
     from safetensors.torch import load_file
 
@@ -324,6 +387,8 @@ def load_checkpoint(path: Path, policy: Any, optimizer: Any) -> None:
         for name, p in items:
             p.copy_(saved[name])
     optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
+    if precision is not None and (path / "grad_scaler.pt").exists():
+        precision.load_state_dict(torch.load(path / "grad_scaler.pt", weights_only=True))
 
 
 # --------------------------------------------------------------------------- logging
@@ -363,11 +428,23 @@ def evaluate(comp: Components, config: RunConfig) -> dict[str, float]:
 
 
 # --------------------------------------------------------------------------- the loop
-def make_accelerator(config: RunConfig) -> Any:
+# Launch configs that shard the model: the loop keeps a whole replica per process.
+SHARDED = ("FSDP", "DEEPSPEED", "MEGATRON_LM", "XLA")
+
+
+def make_accelerator() -> Any:
+    """The process group and device of this process (plain data parallel). Precision is
+    handled by :class:`~rlaif.train.precision.Precision`, not here."""
     import torch
     from accelerate import Accelerator
 
-    return Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=config.run.mixed_precision)
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    kind = str(getattr(accelerator.distributed_type, "value", accelerator.distributed_type)).upper()
+    if kind in SHARDED:
+        raise UsageError(f"accelerate config asks for {kind}, and rlaif run is plain data parallel (a whole policy "
+                         "per process, LoRA gradients averaged); launch with a multi-GPU config without "
+                         "FSDP/DeepSpeed (see README, 'Several processes or GPUs')")
+    return accelerator
 
 
 def make_optimizer(policy: Any, config: RunConfig) -> Any:
@@ -386,7 +463,7 @@ def run_rl(run_dir: str | Path, config: RunConfig, registry: Registry, *, resume
     started = time.perf_counter()
     for kind in ("benchmark", "policy", "oracle", "loss"):  # before anything is created or trained
         registry.check(kind, config.choice(kind).name, config.choice(kind).options)
-    accelerator = make_accelerator(config)
+    accelerator = make_accelerator()
     main = accelerator.is_main_process
     run_dir.mkdir(parents=True, exist_ok=True)
     if main and not resume and (store_path(run_dir).exists() or (run_dir / "checkpoints").exists()):
@@ -411,6 +488,7 @@ def run_rl(run_dir: str | Path, config: RunConfig, registry: Registry, *, resume
     if hasattr(comp.policy, "to"):
         comp.policy.to(accelerator.device)
     optimizer = make_optimizer(comp.policy, config)
+    precision = Precision.for_policy(config.run.mixed_precision, comp.policy)
     log = MetricsLog(run_dir, store)
 
     # ---- where to start: checkpoint, then replay of committed-but-unsaved steps
@@ -421,7 +499,7 @@ def run_rl(run_dir: str | Path, config: RunConfig, registry: Registry, *, resume
         found = latest_checkpoint(run_dir)
         if found is not None:
             start_step, path = found
-            load_checkpoint(path, comp.policy, optimizer)
+            load_checkpoint(path, comp.policy, optimizer, precision)
     prompts_pool = list(comp.benchmark.prompts("rl"))
     prompts_by_id = {p.prompt_id: p for p in prompts_pool}
     rank, world = accelerator.process_index, accelerator.num_processes
@@ -437,7 +515,7 @@ def run_rl(run_dir: str | Path, config: RunConfig, registry: Registry, *, resume
             data = stored_step(reader, step, comp.oracle.name, prompts_by_id)
         else:
             prompts = select_prompts(prompts_pool, step, config.run.seed, config.run.prompts_per_step)
-            data = sample_step(step, prompts[rank::world], comp, config, context_fn)
+            data = sample_step(step, prompts[rank::world], comp, config, context_fn, precision)
             data = gather_step(data, accelerator)
             oracle_calls += data.oracle_calls
             if store is not None:
@@ -445,7 +523,7 @@ def run_rl(run_dir: str | Path, config: RunConfig, registry: Registry, *, resume
                                   rankings={comp.oracle.name: data.rankings})
             accelerator.wait_for_everyone()
         local = _shard(data, rank, world)
-        metrics = update_policy(local, comp, optimizer, config, accelerator)
+        metrics = update_policy(local, comp, optimizer, config, accelerator, precision)
         metrics.update(step_metrics(data))
         metrics = _mean_across(metrics, accelerator)
         if config.run.eval_every and step % config.run.eval_every == 0 and step != config.run.steps and main:
@@ -454,7 +532,7 @@ def run_rl(run_dir: str | Path, config: RunConfig, registry: Registry, *, resume
             log.log(step, metrics)
         if step % config.run.checkpoint_every == 0 or step == config.run.steps:
             if main:
-                save_checkpoint(run_dir, step, comp.policy, optimizer)
+                save_checkpoint(run_dir, step, comp.policy, optimizer, precision)
             accelerator.wait_for_everyone()
         bar.advance(step, metrics)
         if on_step is not None:
@@ -621,12 +699,13 @@ def replay_run(run_dir: str | Path, loss: str, registry: Registry, *, loss_optio
     comp = Components(benchmark, policy, oracle=None, loss=registry.build("loss", loss, loss_options or {}))
     init_value_head(comp)
     optimizer = make_optimizer(policy, config)
+    precision = Precision.for_policy(config.run.mixed_precision, policy)
     prompts_by_id = {p.prompt_id: p for p in benchmark.prompts("rl")}
     log = MetricsLog(out, None)
     bar = _Progress(len(steps), 0, enabled=progress)
     for i, step in enumerate(steps, start=1):
         data = stored_step(source, step, oracle_name, prompts_by_id)
-        metrics = update_policy(data, comp, optimizer, config, accelerator=None)
+        metrics = update_policy(data, comp, optimizer, config, accelerator=None, precision=precision)
         metrics.update(step_metrics(data))
         log.log(step, metrics)
         bar.advance(i, metrics)

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from rlaif.core.records import Prompt, Rollout
-from rlaif.plugins.policies.hf_common import PeftPolicyBase, answer_nll
+from rlaif.plugins.policies.hf_common import PeftPolicyBase, answer_nll, token_entropies
 
 DEFAULT_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
 VALUE_HEAD_FILE = "value_head.safetensors"
@@ -198,29 +198,34 @@ class HFCausalLM(PeftPolicyBase):
 
     # -- scoring -----------------------------------------------------------------------
     def forward_responses(self, prompts: Sequence[Prompt], rollouts: Sequence[Rollout], *, with_values: bool = False,
-                          temperature: float = 1.0) -> dict[str, torch.Tensor]:
+                          with_entropies: bool = False, temperature: float = 1.0) -> dict[str, torch.Tensor]:
         """Teacher-forced log-probs of ``rollouts[i]`` given ``prompts[i]`` (with grad).
 
         Returns ``logprobs`` ``[N, L]``, ``mask`` ``[N, L]`` (float, 1 on response tokens)
         and, with ``with_values``, ``values`` ``[N, L]``: the value head on the hidden state
-        that predicts each token."""
+        that predicts each token; with ``with_entropies``, ``entropies`` ``[N, L]``: the
+        policy's entropy at each response position."""
         if len(prompts) != len(rollouts):
             raise ValueError(f"{len(prompts)} prompts for {len(rollouts)} rollouts; pass one prompt per rollout")
         return self._score([self._prompt_ids(p.question) for p in prompts], [list(r.token_ids) for r in rollouts],
-                           with_values=with_values, temperature=temperature)
+                           with_values=with_values, with_entropies=with_entropies, temperature=temperature)
 
     def _score(self, prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]], *,
-               with_values: bool = False, temperature: float = 1.0) -> dict[str, torch.Tensor]:
+               with_values: bool = False, with_entropies: bool = False, temperature: float = 1.0
+               ) -> dict[str, torch.Tensor]:
         ids, mask, positions, width, length = self._batch(prompts, responses)
         response_mask = mask[:, width:].float()  # [N, L]
         if length == 0:
             empty = torch.zeros((len(prompts), 0), device=self.device)
-            return {"logprobs": empty, "mask": response_mask, **({"values": empty} if with_values else {})}
+            extra = (["values"] if with_values else []) + (["entropies"] if with_entropies else [])
+            return {"logprobs": empty, "mask": response_mask, **{k: empty for k in extra}}
         out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=False,
                          logits_to_keep=length + 1, output_hidden_states=with_values)
         # Kept logits sit at positions P-1 .. P+L-1; position P-1+t predicts response token t.
         logprobs = self.token_logprobs(out.logits[:, :-1], ids[:, width:], temperature) * response_mask  # [N, L]
         result = {"logprobs": logprobs, "mask": response_mask}
+        if with_entropies:
+            result["entropies"] = token_entropies(out.logits[:, :-1], temperature) * response_mask
         if with_values:
             head = self.add_value_head()
             hidden = out.hidden_states[-1][:, width - 1 : width - 1 + length]  # [N, L, H]

@@ -103,8 +103,8 @@ class PeftPolicyBase:
             groups.append(group)
         return groups
 
-    def forward_responses(self, prompts: Sequence[Prompt], rollouts: Sequence[Rollout], *,
-                          with_values: bool = False, temperature: float = 1.0) -> dict[str, torch.Tensor]:
+    def forward_responses(self, prompts: Sequence[Prompt], rollouts: Sequence[Rollout], *, with_values: bool = False,
+                          with_entropies: bool = False, temperature: float = 1.0) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
     @torch.no_grad()
@@ -112,6 +112,15 @@ class PeftPolicyBase:
         """No-grad ``(logprobs [N, L], mask [N, L])``; see :meth:`forward_responses`."""
         out = self.forward_responses(prompts, rollouts)
         return out["logprobs"], out["mask"]
+
+
+def token_entropies(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """Entropy of the policy at each position, ``[..., V]`` logits -> ``[...]`` (float32),
+    for a loss's entropy bonus: ``logsumexp(z) - sum softmax(z) z`` with ``z = logits / T``."""
+    z = logits.float()
+    if temperature != 1.0:
+        z = z / temperature
+    return torch.logsumexp(z, dim=-1) - (torch.softmax(z, dim=-1) * z).sum(-1)
 
 
 def answer_nll(scored: dict[str, torch.Tensor], reduction: str = "sequence") -> torch.Tensor:

@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rlaif.core.records import Prompt, Rollout
-from rlaif.plugins.policies.hf_common import PeftPolicyBase, answer_nll
+from rlaif.plugins.policies.hf_common import PeftPolicyBase, answer_nll, token_entropies
 
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -547,27 +547,29 @@ class HFVideoVLM(PeftPolicyBase):
     # -- scoring -----------------------------------------------------------------------
     def forward_responses(
         self, prompts: Sequence[Prompt], rollouts: Sequence[Rollout], *, with_values: bool = False,
-        temperature: float = 1.0,
+        with_entropies: bool = False, temperature: float = 1.0,
     ) -> dict[str, torch.Tensor]:
         """Teacher-forced log-probs of ``rollouts[i]`` given ``prompts[i]`` (with grad).
 
         Returns ``logprobs`` ``[N, L]``, ``mask`` ``[N, L]`` (float, 1 on response tokens)
         and, with ``with_values``, ``values`` ``[N, L]``: the value head on the hidden state
-        that predicts each token (the state before it is emitted)."""
+        that predicts each token (the state before it is emitted); with
+        ``with_entropies``, ``entropies`` ``[N, L]``: the policy's entropy there."""
         if len(prompts) != len(rollouts):
             raise ValueError(f"{len(prompts)} prompts for {len(rollouts)} rollouts; pass one prompt per rollout")
         return self._score([self._encode(p) for p in prompts], [list(r.token_ids) for r in rollouts],
-                           with_values=with_values, temperature=temperature)
+                           with_values=with_values, with_entropies=with_entropies, temperature=temperature)
 
     def _score(
         self, encoded: Sequence[_EncodedPrompt], responses: Sequence[Sequence[int]], *, with_values: bool = False,
-        temperature: float = 1.0,
+        with_entropies: bool = False, temperature: float = 1.0,
     ) -> dict[str, torch.Tensor]:
         kwargs, width, length = self._batch(encoded, responses)
         mask = kwargs["attention_mask"][:, width:].float()  # [N, L]
         if length == 0:
             empty = torch.zeros((len(encoded), 0), device=self.device)
-            return {"logprobs": empty, "mask": mask, **({"values": empty} if with_values else {})}
+            extra = (["values"] if with_values else []) + (["entropies"] if with_entropies else [])
+            return {"logprobs": empty, "mask": mask, **{k: empty for k in extra}}
         if not self.layout.uses_mrope:
             # The positions generate() gives left-padded rows; mrope models derive theirs
             # from mm_token_type_ids and the attention mask.
@@ -579,6 +581,8 @@ class HFVideoVLM(PeftPolicyBase):
         # Kept logits sit at positions P-1 .. P+L-1; position P-1+t predicts response token t.
         logprobs = self.token_logprobs(out.logits[:, :-1], targets, temperature) * mask  # [N, L]
         result = {"logprobs": logprobs, "mask": mask}
+        if with_entropies:
+            result["entropies"] = token_entropies(out.logits[:, :-1], temperature) * mask
         if with_values:
             head = self.add_value_head()
             hidden = out.hidden_states[-1][:, width - 1 : width - 1 + length]  # [N, L, H]

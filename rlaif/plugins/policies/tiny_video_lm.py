@@ -436,17 +436,18 @@ class TinyVideoLM:
     # -- scoring -----------------------------------------------------------------------
     def forward_responses(
         self, prompts: Sequence[Prompt], rollouts: Sequence[Rollout], *, with_values: bool = False,
-        temperature: float = 1.0,
+        with_entropies: bool = False, temperature: float = 1.0,
     ) -> dict[str, torch.Tensor]:
         """Teacher-forced log-probs of ``rollouts[i]`` given ``prompts[i]`` (with grad).
 
         Returns ``logprobs`` ``[N, L]``, ``mask`` ``[N, L]`` (float, 1 on response
         tokens) and, with ``with_values``, ``values`` ``[N, L]``: the value head on the
-        hidden state that predicts each token (the state before it is emitted)."""
+        hidden state that predicts each token (the state before it is emitted); with
+        ``with_entropies``, ``entropies`` ``[N, L]``: the policy's entropy there."""
         if len(prompts) != len(rollouts):
             raise ValueError(f"{len(prompts)} prompts for {len(rollouts)} rollouts; pass one prompt per rollout")
         return self._score(self._requests(prompts), [list(r.token_ids) for r in rollouts],
-                           with_values=with_values, temperature=temperature)
+                           with_values=with_values, with_entropies=with_entropies, temperature=temperature)
 
     def logprobs(self, prompts: Sequence[Prompt], rollouts: Sequence[Rollout]) -> tuple[torch.Tensor, torch.Tensor]:
         """``(logprobs [N, L], mask [N, L])``; see :meth:`forward_responses`."""
@@ -454,7 +455,8 @@ class TinyVideoLM:
         return out["logprobs"], out["mask"]
 
     def _score(self, requests: Sequence[_Request], responses: Sequence[list[int]],
-               *, with_values: bool = False, temperature: float = 1.0) -> dict[str, torch.Tensor]:
+               *, with_values: bool = False, with_entropies: bool = False, temperature: float = 1.0
+               ) -> dict[str, torch.Tensor]:
         n = len(responses)
         L = max((len(r) for r in responses), default=0)
         targets = torch.full((n, L), self.pad_id, dtype=torch.long)
@@ -465,13 +467,17 @@ class TinyVideoLM:
         targets, resp_mask = targets.to(self.device), resp_mask.to(self.device)
         if L == 0:
             empty = torch.zeros((n, 0), device=self.device)
-            return {"logprobs": empty, "mask": resp_mask, **({"values": empty} if with_values else {})}
+            extra = (["values"] if with_values else []) + (["entropies"] if with_entropies else [])
+            return {"logprobs": empty, "mask": resp_mask, **{k: empty for k in extra}}
         embeds, mask, positions, P = self._layout(requests, responses)
         out = self.lm(inputs_embeds=embeds, attention_mask=mask, position_ids=positions,
                       output_hidden_states=with_values, logits_to_keep=L + 1)
         logits = out.logits[:, :-1].float() / temperature  # [N, L, V]: columns P-1 .. P+L-2
-        logprobs = torch.log_softmax(logits, dim=-1).gather(-1, targets[..., None]).squeeze(-1) * resp_mask
+        log_softmax = torch.log_softmax(logits, dim=-1)  # [N, L, V]
+        logprobs = log_softmax.gather(-1, targets[..., None]).squeeze(-1) * resp_mask
         result = {"logprobs": logprobs, "mask": resp_mask}
+        if with_entropies:
+            result["entropies"] = -(log_softmax.exp() * log_softmax).sum(-1) * resp_mask
         if with_values:
             head = self.add_value_head()
             hidden = out.hidden_states[-1][:, P - 1 : P + L - 1]  # [N, L, H]
