@@ -550,6 +550,8 @@ def run_rl(run_dir: str | Path, config: RunConfig, registry: Registry, *, resume
         if store is not None:
             store.close()
     checksums = _param_checksums(comp.policy, accelerator)
+    if accelerator.num_processes > 1:  # the last collective: shut the process group down in order
+        accelerator.end_training()
     if len(set(checksums)) > 1:
         raise RuntimeError(f"data-parallel ranks diverged: parameter checksums {checksums}")
     return RunSummary(
