@@ -13,8 +13,9 @@ One step, top to bottom:
 
 Resume: a checkpoint holds the trainable weights and optimizer state at some step c; the
 steps after c that the store already holds are *replayed* from stored data (no sampling,
-no oracle call), then the loop continues live. Because sampling is seeded per step, a
-killed-and-resumed run stores exactly the rollouts and rankings an uninterrupted run does.
+no oracle call), then the loop continues live. Because every live step reseeds the global
+RNGs from (seed, step), a killed-and-resumed run stores exactly the rollouts and rankings
+an uninterrupted run does, and checkpoints carry no RNG state.
 """
 
 from __future__ import annotations
@@ -188,8 +189,10 @@ def sample_step(step: int, prompts: list[Prompt], comp: Components, config: RunC
     import torch
 
     run = config.run
-    # A stable per-step seed (not hash(): string hashing is salted per process).
-    torch.manual_seed((run.seed * 1_000_003 + step * 7919) % (2**31))
+    # Every global RNG (python, numpy, torch) restarts from (seed, step), so sampling and
+    # any plugin drawing from them do the same thing in a resumed run: checkpoints need no
+    # RNG state. A stable seed, not hash(): string hashing is salted per process.
+    seed_everything((run.seed * 1_000_003 + step * 7919) % (2**31))
     start = time.perf_counter()
     with torch.no_grad(), (precision.autocast() if precision is not None else nullcontext()):
         candidates = comp.policy.generate(prompts, run.group_size, max_new_tokens=run.max_new_tokens,

@@ -4,6 +4,7 @@ the entropy bonus gets its entropies, and mixed precision really runs in 16 bits
 
 from __future__ import annotations
 
+import random
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,20 @@ class DistinctWords:
                                                                     for r in g.rollouts]) for g in groups]
 
 
+class GlobalRandom:
+    """Ranks by draws from python's and numpy's global RNGs, as a careless plugin might."""
+
+    name = "global-random"
+    needs_context = False
+    needs_reference = False
+
+    def rank(self, groups: Sequence[Any]) -> list[Ranking]:
+        import numpy as np
+
+        return [Ranking.from_scores(g.prompt.prompt_id, self.name,
+                                    [random.random() + float(np.random.rand()) for _ in g.rollouts]) for g in groups]
+
+
 def make_config(**run: Any) -> RunConfig:
     config = RunConfig()
     config.run.group_size, config.run.prompts_per_step, config.run.max_new_tokens = 4, len(QUESTIONS), 10
@@ -78,6 +93,26 @@ def gradients(comp: Components, data: StepData, config: RunConfig) -> tuple[dict
     optimizer = torch.optim.SGD(list(comp.policy.trainable_parameters()), lr=0.0)
     metrics = update_policy(data, comp, optimizer, config, accelerator=None)
     return {n: p.grad.clone() for n, p in comp.policy.named_trainable_parameters()}, metrics
+
+
+def test_each_step_reseeds_every_global_rng(llama_dir: str) -> None:
+    # A resumed process reaches step 5 with other RNG states than an uninterrupted one.
+    import numpy as np
+
+    comp, _ = setup(llama_dir, GRPORankLoss(), make_config())
+    comp.oracle = GlobalRandom()
+    video = VideoRef(video_id="none", path="")
+    prompts = [Prompt(prompt_id=f"p{i}", video=video, question=q) for i, q in enumerate(QUESTIONS)]
+    steps = []
+    for state in (1, 2):
+        random.seed(state)
+        np.random.seed(state)
+        torch.manual_seed(state)
+        steps.append(sample_step(5, prompts, comp, make_config()))
+    first, second = steps
+    assert [r.to_dict() for r in first.rankings] == [r.to_dict() for r in second.rankings]
+    assert [[r.token_ids for r in g.rollouts] for g in first.groups] == \
+        [[r.token_ids for r in g.rollouts] for g in second.groups]
 
 
 def test_micro_batches_cover_every_row_once() -> None:
