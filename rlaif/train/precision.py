@@ -12,6 +12,7 @@ test session or ``rlaif replay`` after ``rlaif run`` could not use two settings.
 
 from __future__ import annotations
 
+import os
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
@@ -33,7 +34,11 @@ class Precision:
 
     @classmethod
     def for_policy(cls, mode: str, policy: Any) -> Precision:
-        """The precision of a run whose policy lives on ``policy.device`` (CPU if unknown)."""
+        """The precision of a run whose policy lives on ``policy.device`` (CPU if unknown).
+        ``mode`` "no" defers to ``accelerate launch --mixed_precision`` when one was given."""
+        if mode == "no":
+            launched = os.environ.get("ACCELERATE_MIXED_PRECISION", "no").lower()
+            mode = launched if launched in MODES else mode
         device = getattr(policy, "device", None)
         return cls(mode, getattr(device, "type", None) or "cpu")
 

@@ -185,3 +185,13 @@ def test_fp16_loss_scale_is_checkpointed(llama_dir: str, tmp_path: Path) -> None
     assert restored.scaler.get_scale() != scale or restored.state_dict() != precision.state_dict()
     load_checkpoint(tmp_path / "checkpoints" / "step-000001", comp.policy, optimizer, restored)
     assert restored.state_dict() == precision.state_dict()
+
+
+def test_accelerate_launch_precision_applies_when_the_run_leaves_it_unset(
+        llama_dir: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    policy = build_hf_causal_lm(llama_dir, lora_r=4, lora_alpha=8, device="cpu", dtype="float32")
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")  # what `accelerate launch --mixed_precision bf16` sets
+    assert Precision.for_policy("no", policy).dtype == torch.bfloat16
+    assert Precision.for_policy("fp16", policy).dtype == torch.float16  # the run's own setting wins
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "no")
+    assert Precision.for_policy("no", policy).dtype is None
