@@ -62,6 +62,11 @@ class GlobalRandom:
                                     [random.random() + float(np.random.rand()) for _ in g.rollouts]) for g in groups]
 
 
+def step_prompts() -> list[Prompt]:
+    video = VideoRef(video_id="none", path="")
+    return [Prompt(prompt_id=f"p{i}", video=video, question=q) for i, q in enumerate(QUESTIONS)]
+
+
 def make_config(**run: Any) -> RunConfig:
     config = RunConfig()
     config.run.group_size, config.run.prompts_per_step, config.run.max_new_tokens = 4, len(QUESTIONS), 10
@@ -82,8 +87,7 @@ def setup(llama_dir: str, loss: Any, config: RunConfig) -> tuple[Components, Ste
     init_value_head(comp)
     if comp.policy.value_head is not None:  # a non-zero head, so the value loss has a gradient
         torch.nn.init.normal_(comp.policy.value_head.weight, std=0.1, generator=gen)
-    video = VideoRef(video_id="none", path="")
-    prompts = [Prompt(prompt_id=f"p{i}", video=video, question=q) for i, q in enumerate(QUESTIONS)]
+    prompts = step_prompts()
     return comp, sample_step(1, prompts, comp, config)
 
 
@@ -101,8 +105,7 @@ def test_each_step_reseeds_every_global_rng(llama_dir: str) -> None:
 
     comp, _ = setup(llama_dir, GRPORankLoss(), make_config())
     comp.oracle = GlobalRandom()
-    video = VideoRef(video_id="none", path="")
-    prompts = [Prompt(prompt_id=f"p{i}", video=video, question=q) for i, q in enumerate(QUESTIONS)]
+    prompts = step_prompts()
     steps = []
     for state in (1, 2):
         random.seed(state)
@@ -157,8 +160,7 @@ def test_bf16_runs_sampling_and_update_in_16_bits(llama_dir: str) -> None:
     layer = comp.policy.model.get_base_model().model.layers[0].mlp.down_proj
     handle = layer.register_forward_hook(lambda _m, _i, out: seen.append(out.dtype))
     precision = Precision.for_policy("bf16", comp.policy)
-    video = VideoRef(video_id="none", path="")
-    prompts = [Prompt(prompt_id=f"p{i}", video=video, question=q) for i, q in enumerate(QUESTIONS)]
+    prompts = step_prompts()
     data = sample_step(1, prompts, comp, config, precision=precision)
     sampled = len(seen)
     before = {n: p.detach().clone() for n, p in comp.policy.named_trainable_parameters()}
