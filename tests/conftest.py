@@ -51,3 +51,28 @@ def save_tiny_llama(path: str) -> str:
 @pytest.fixture(scope="module")
 def llama_dir(tmp_path_factory):  # type: ignore[no-untyped-def]
     return save_tiny_llama(str(tmp_path_factory.mktemp("tiny_llama")))
+
+
+def _entropies_match_the_distribution(policy, prompt, vocab: int) -> None:  # type: ignore[no-untyped-def]
+    """``forward_responses(..., with_entropies=True)`` at the first response position
+    equals ``-sum_v p(v) log p(v)``, with every ``log p(v)`` got by scoring the one-token
+    response ``v``: an independent route through the same policy."""
+    import torch
+
+    from rlaif.core.records import Rollout
+
+    rollouts = [Rollout(prompt_id=prompt.prompt_id, index=v, text="", token_ids=[v], logprobs=[0.0])
+                for v in range(vocab)]
+    with torch.no_grad():
+        out = policy.forward_responses([prompt] * vocab, rollouts, with_entropies=True)
+    logp = out["logprobs"][:, 0]  # [V]
+    torch.testing.assert_close(torch.logsumexp(logp, 0), torch.tensor(0.0), atol=1e-4, rtol=0)  # all of V
+    expected = -(logp.exp() * logp).sum()
+    assert 0 < float(expected) < float(torch.log(torch.tensor(float(vocab))))
+    torch.testing.assert_close(out["entropies"][:, 0], expected.expand(vocab), atol=1e-4, rtol=1e-4)
+    assert out["entropies"].shape == out["mask"].shape
+
+
+@pytest.fixture
+def entropies_match_the_distribution():  # type: ignore[no-untyped-def]
+    return _entropies_match_the_distribution

@@ -157,3 +157,9 @@ def test_registered_and_built_through_the_registry(llama_dir):  # type: ignore[n
     policy = registry.build("policy", "hf-causal-lm", {"path": llama_dir, "lora_r": 2, "device": "cpu"},
                             benchmark=object(), seed=1)
     assert isinstance(policy, HFCausalLM) and len(policy.generate(prompts()[:1], 2, max_new_tokens=2)[0]) == 2
+
+
+def test_entropies_for_the_entropy_bonus(llama_dir, entropies_match_the_distribution):  # type: ignore[no-untyped-def]
+    policy = build_cpu(llama_dir)
+    perturb_lora(policy)
+    entropies_match_the_distribution(policy, prompts()[0], policy.model.config.vocab_size)

@@ -143,9 +143,12 @@ def check_policy_contract(policy: HFVideoVLM) -> None:
 
     # Recomputed log-probs equal the sampled ones, token for token.
     batch_prompts, rollouts = flatten(groups)
-    out = policy.forward_responses(batch_prompts, rollouts, with_values=True)
+    out = policy.forward_responses(batch_prompts, rollouts, with_values=True, with_entropies=True)
     n, length = len(rollouts), max(len(r.token_ids) for r in rollouts)
-    assert out["logprobs"].shape == out["mask"].shape == out["values"].shape == (n, length)
+    assert out["logprobs"].shape == out["mask"].shape == out["values"].shape == out["entropies"].shape == (n, length)
+    vocab = policy.model.config.get_text_config().vocab_size
+    assert torch.all((out["entropies"] > 0) == (out["mask"] > 0))  # positive on response tokens, 0 after
+    assert float(out["entropies"].max()) < float(torch.log(torch.tensor(float(vocab))))
     assert out["logprobs"].requires_grad
     for i, r in enumerate(rollouts):
         k = len(r.token_ids)

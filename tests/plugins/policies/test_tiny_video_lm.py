@@ -323,3 +323,10 @@ def test_registry_builds_the_default_policy(stack) -> None:  # type: ignore[no-u
     encoder = registry.build("encoder", "tiny-conv", {"n_frames": 8}, benchmark=stack["world"])
     assert all(not p.requires_grad for p in encoder.parameters())
     assert os.environ["RLAIF_CACHE"] == str(stack["root"] / "cache")
+
+
+def test_entropies_for_the_entropy_bonus(tokenizer_path: Path, entropies_match_the_distribution) -> None:  # type: ignore[no-untyped-def]
+    world = FakeWorld()
+    policy = tiny_policy(tokenizer_path, world)
+    perturb_adapter(policy)
+    entropies_match_the_distribution(policy, world.prompts("rl")[0], policy.lm.config.vocab_size)
