@@ -148,7 +148,7 @@ def check_policy_contract(policy: HFVideoVLM) -> None:
     assert out["logprobs"].shape == out["mask"].shape == out["values"].shape == out["entropies"].shape == (n, length)
     vocab = policy.model.config.get_text_config().vocab_size
     assert torch.all((out["entropies"] > 0) == (out["mask"] > 0))  # positive on response tokens, 0 after
-    assert float(out["entropies"].max()) < float(torch.log(torch.tensor(float(vocab))))
+    assert float(out["entropies"].detach().max()) < float(torch.log(torch.tensor(float(vocab))))
     assert out["logprobs"].requires_grad
     for i, r in enumerate(rollouts):
         k = len(r.token_ids)
