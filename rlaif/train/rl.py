@@ -212,7 +212,9 @@ GRAD_OUTPUTS = ("logprobs", "values", "entropies")
 
 
 def micro_batches(rows: int, grad_accum: int) -> list[slice]:
-    """``grad_accum`` contiguous row ranges of (nearly) equal size covering ``rows``."""
+    """At most ``grad_accum`` contiguous row ranges of (nearly) equal size covering ``rows``."""
+    if rows <= 0:
+        return [slice(0, 0)]
     parts = max(1, min(grad_accum, rows))
     size = -(-rows // parts)  # ceil
     return [slice(start, min(start + size, rows)) for start in range(0, rows, size)]
@@ -432,7 +434,7 @@ def evaluate(comp: Components, config: RunConfig) -> dict[str, float]:
 
 # --------------------------------------------------------------------------- the loop
 # Launch configs that shard the model: the loop keeps a whole replica per process.
-SHARDED = ("FSDP", "DEEPSPEED", "MEGATRON_LM", "XLA")
+SHARDED = ("FSDP", "DEEPSPEED", "MEGATRON_LM")
 
 
 def make_accelerator() -> Any:

@@ -122,6 +122,7 @@ def test_micro_batches_cover_every_row_once() -> None:
     assert micro_batches(10, 1) == [slice(0, 10)]
     assert micro_batches(10, 3) == [slice(0, 4), slice(4, 8), slice(8, 10)]
     assert micro_batches(2, 5) == [slice(0, 1), slice(1, 2)]
+    assert micro_batches(0, 4) == [slice(0, 0)]
     for rows in range(1, 20):
         for k in range(1, 8):
             covered = [i for s in micro_batches(rows, k) for i in range(rows)[s]]
