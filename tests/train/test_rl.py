@@ -140,17 +140,26 @@ def test_run_kill_resume_matches_uninterrupted_run_and_replay(tiny: dict[str, Pa
     assert (full / "curves.png").stat().st_size > 1000, plot.stdout
 
 
+def free_port() -> int:
+    """A port nothing listens on now (a fixed one may still be held by an earlier run)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def test_two_process_data_parallel(tiny: dict[str, Path]) -> None:
     torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
     assert torchrun, "torchrun ships with torch"
     run_dir = tiny["root"] / "ddp"
     env = {**os.environ, "RLAIF_CACHE": str(tiny["cache"]), "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
-        [torchrun, "--nproc_per_node", "2", "--master_port", "29531", "-m", "rlaif.cli.main", "run",
+        [torchrun, "--nproc_per_node", "2", "--master_port", str(free_port()), "-m", "rlaif.cli.main", "run",
          "--config", str(tiny["config"]), "--run-dir", str(run_dir), "--steps", "2", "--json"],
         capture_output=True, text=True, env=env, timeout=600,
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.returncode == 0, f"stdout: {proc.stdout[-2000:]}\nstderr: {proc.stderr[:4000]}"
     summaries = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
     assert summaries and all(s["processes"] == 2 for s in summaries)
     checksums = summaries[0]["param_checksums"]
