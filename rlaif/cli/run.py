@@ -75,6 +75,21 @@ def run_command(
     else:
         console.print(f"[green]done[/] {summary.steps} steps in {summary.wall_seconds:.0f}s -> {summary.run_dir}; "
                       f"test accuracy {summary.sft_accuracy} (SFT) -> {summary.final_accuracy}")
+    if summary.processes > 1:
+        leave_distributed_run()
+
+
+def leave_distributed_run() -> None:
+    """Exit a finished data-parallel process without interpreter teardown. Everything is
+    written, the store is closed and the process group is gone, yet gloo can still abort
+    with "terminate called without an active exception" while Python clears its modules
+    (pytorch/pytorch#65231); that would turn a complete run into a failed exit code."""
+    import os
+    import sys
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 @handle_errors
