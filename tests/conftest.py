@@ -53,16 +53,19 @@ def llama_dir(tmp_path_factory):  # type: ignore[no-untyped-def]
     return save_tiny_llama(str(tmp_path_factory.mktemp("tiny_llama")))
 
 
-def _entropies_match_the_distribution(policy, prompt, vocab: int) -> None:  # type: ignore[no-untyped-def]
+def _entropies_match_the_distribution(policy, prompt, support) -> None:  # type: ignore[no-untyped-def]
     """``forward_responses(..., with_entropies=True)`` at the first response position
-    equals ``-sum_v p(v) log p(v)``, with every ``log p(v)`` got by scoring the one-token
-    response ``v``: an independent route through the same policy."""
+    equals ``-sum_v p(v) log p(v)`` over the tokens the policy can emit (``support``),
+    with every ``log p(v)`` got by scoring the one-token response ``v``: an independent
+    route through the same policy."""
     import torch
 
     from rlaif.core.records import Rollout
 
-    rollouts = [Rollout(prompt_id=prompt.prompt_id, index=v, text="", token_ids=[v], logprobs=[0.0])
-                for v in range(vocab)]
+    support = list(support)
+    vocab = len(support)
+    rollouts = [Rollout(prompt_id=prompt.prompt_id, index=i, text="", token_ids=[v], logprobs=[0.0])
+                for i, v in enumerate(support)]
     with torch.no_grad():
         out = policy.forward_responses([prompt] * vocab, rollouts, with_entropies=True)
     logp = out["logprobs"][:, 0]  # [V]

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from rlaif.core.records import Prompt, Rollout
-from rlaif.plugins.policies.hf_common import PeftPolicyBase, answer_nll, token_entropies
+from rlaif.plugins.policies.hf_common import PeftPolicyBase, answer_nll, empty_outputs, token_entropies
 
 DEFAULT_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
 VALUE_HEAD_FILE = "value_head.safetensors"
@@ -216,9 +216,7 @@ class HFCausalLM(PeftPolicyBase):
         ids, mask, positions, width, length = self._batch(prompts, responses)
         response_mask = mask[:, width:].float()  # [N, L]
         if length == 0:
-            empty = torch.zeros((len(prompts), 0), device=self.device)
-            extra = (["values"] if with_values else []) + (["entropies"] if with_entropies else [])
-            return {"logprobs": empty, "mask": response_mask, **{k: empty for k in extra}}
+            return empty_outputs(len(prompts), response_mask, with_values=with_values, with_entropies=with_entropies)
         out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=False,
                          logits_to_keep=length + 1, output_hidden_states=with_values)
         # Kept logits sit at positions P-1 .. P+L-1; position P-1+t predicts response token t.

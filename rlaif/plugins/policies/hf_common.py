@@ -114,13 +114,22 @@ class PeftPolicyBase:
         return out["logprobs"], out["mask"]
 
 
+def empty_outputs(rows: int, mask: torch.Tensor, *, with_values: bool, with_entropies: bool) -> dict[str, torch.Tensor]:
+    """What ``forward_responses`` returns when every response is empty: ``[N, 0]`` tensors."""
+    empty = torch.zeros((rows, 0), device=mask.device)
+    extra = (["values"] if with_values else []) + (["entropies"] if with_entropies else [])
+    return {"logprobs": empty, "mask": mask, **{k: empty for k in extra}}
+
+
 def token_entropies(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
     """Entropy of the policy at each position, ``[..., V]`` logits -> ``[...]`` (float32),
-    for a loss's entropy bonus: ``logsumexp(z) - sum softmax(z) z`` with ``z = logits / T``."""
+    for a loss's entropy bonus: ``-sum p log p`` with ``p = softmax(logits / T)``. Tokens
+    masked out with ``-inf`` count as p = 0."""
     z = logits.float()
     if temperature != 1.0:
         z = z / temperature
-    return torch.logsumexp(z, dim=-1) - (torch.softmax(z, dim=-1) * z).sum(-1)
+    logp = torch.log_softmax(z, dim=-1)
+    return -(logp.exp() * logp.clamp_min(torch.finfo(logp.dtype).min)).sum(-1)
 
 
 def answer_nll(scored: dict[str, torch.Tensor], reduction: str = "sequence") -> torch.Tensor:

@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rlaif.core.records import Prompt, Rollout
-from rlaif.plugins.policies.hf_common import PeftPolicyBase, answer_nll, token_entropies
+from rlaif.plugins.policies.hf_common import PeftPolicyBase, answer_nll, empty_outputs, token_entropies
 
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -452,9 +452,9 @@ class HFVideoVLM(PeftPolicyBase):
             kwargs[key] = value.to(self.device)
         return kwargs, width, length
 
-    def token_logprobs(self, logits: torch.Tensor, targets: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-        """Log-prob of ``targets`` ``[...]`` under ``logits / temperature`` ``[..., V]`` with
-        the placeholder tokens removed from the distribution (out of place: autograd-safe)."""
+    def policy_logits(self, logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+        """``logits / temperature`` ``[..., V]`` in float32 with the placeholder tokens
+        removed from the distribution (``-inf``; out of place: autograd-safe)."""
         logits = logits.float()
         if temperature != 1.0:
             logits = logits / temperature
@@ -462,6 +462,11 @@ class HFVideoVLM(PeftPolicyBase):
             banned = torch.zeros(logits.shape[-1], dtype=torch.bool, device=logits.device)
             banned[self.suppressed] = True
             logits = logits.masked_fill(banned, float("-inf"))
+        return logits
+
+    def token_logprobs(self, logits: torch.Tensor, targets: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+        """Log-prob of ``targets`` ``[...]`` under :meth:`policy_logits` ``[..., V]``."""
+        logits = self.policy_logits(logits, temperature)
         picked = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
         return picked - torch.logsumexp(logits, dim=-1)
 
@@ -567,9 +572,7 @@ class HFVideoVLM(PeftPolicyBase):
         kwargs, width, length = self._batch(encoded, responses)
         mask = kwargs["attention_mask"][:, width:].float()  # [N, L]
         if length == 0:
-            empty = torch.zeros((len(encoded), 0), device=self.device)
-            extra = (["values"] if with_values else []) + (["entropies"] if with_entropies else [])
-            return {"logprobs": empty, "mask": mask, **{k: empty for k in extra}}
+            return empty_outputs(len(encoded), mask, with_values=with_values, with_entropies=with_entropies)
         if not self.layout.uses_mrope:
             # The positions generate() gives left-padded rows; mrope models derive theirs
             # from mm_token_type_ids and the attention mask.
@@ -582,7 +585,7 @@ class HFVideoVLM(PeftPolicyBase):
         logprobs = self.token_logprobs(out.logits[:, :-1], targets, temperature) * mask  # [N, L]
         result = {"logprobs": logprobs, "mask": mask}
         if with_entropies:
-            result["entropies"] = token_entropies(out.logits[:, :-1], temperature) * mask
+            result["entropies"] = token_entropies(self.policy_logits(out.logits[:, :-1], temperature)) * mask
         if with_values:
             head = self.add_value_head()
             hidden = out.hidden_states[-1][:, width - 1 : width - 1 + length]  # [N, L, H]

@@ -58,6 +58,7 @@ from rlaif.plugins.encoders.tiny_conv import (
     training_videos,
     world_fingerprint,
 )
+from rlaif.plugins.policies.hf_common import empty_outputs, token_entropies
 from rlaif.plugins.policies.tiny_lm import (
     QA_TEMPLATE,
     load_tiny_lm,
@@ -466,18 +467,15 @@ class TinyVideoLM:
             resp_mask[i, : len(r)] = 1.0
         targets, resp_mask = targets.to(self.device), resp_mask.to(self.device)
         if L == 0:
-            empty = torch.zeros((n, 0), device=self.device)
-            extra = (["values"] if with_values else []) + (["entropies"] if with_entropies else [])
-            return {"logprobs": empty, "mask": resp_mask, **{k: empty for k in extra}}
+            return empty_outputs(n, resp_mask, with_values=with_values, with_entropies=with_entropies)
         embeds, mask, positions, P = self._layout(requests, responses)
         out = self.lm(inputs_embeds=embeds, attention_mask=mask, position_ids=positions,
                       output_hidden_states=with_values, logits_to_keep=L + 1)
         logits = out.logits[:, :-1].float() / temperature  # [N, L, V]: columns P-1 .. P+L-2
-        log_softmax = torch.log_softmax(logits, dim=-1)  # [N, L, V]
-        logprobs = log_softmax.gather(-1, targets[..., None]).squeeze(-1) * resp_mask
+        logprobs = torch.log_softmax(logits, dim=-1).gather(-1, targets[..., None]).squeeze(-1) * resp_mask
         result = {"logprobs": logprobs, "mask": resp_mask}
         if with_entropies:
-            result["entropies"] = -(log_softmax.exp() * log_softmax).sum(-1) * resp_mask
+            result["entropies"] = token_entropies(logits) * resp_mask
         if with_values:
             head = self.add_value_head()
             hidden = out.hidden_states[-1][:, P - 1 : P + L - 1]  # [N, L, H]

@@ -162,4 +162,4 @@ def test_registered_and_built_through_the_registry(llama_dir):  # type: ignore[n
 def test_entropies_for_the_entropy_bonus(llama_dir, entropies_match_the_distribution):  # type: ignore[no-untyped-def]
     policy = build_cpu(llama_dir)
     perturb_lora(policy)
-    entropies_match_the_distribution(policy, prompts()[0], policy.model.config.vocab_size)
+    entropies_match_the_distribution(policy, prompts()[0], range(policy.model.config.vocab_size))

@@ -444,3 +444,11 @@ def test_llava_onevision_contract_on_cuda(llava_dir):  # type: ignore[no-untyped
     policy = build_hf_vlm(llava_dir, lora_r=4, n_frames=4, benchmark=FakeBenchmark(), dtype="float32")
     assert policy.device.type == "cuda"
     check_policy_contract(policy)
+
+
+def test_entropies_are_over_the_distribution_the_policy_samples(policy, entropies_match_the_distribution):  # type: ignore[no-untyped-def]
+    # placeholder (image/video) tokens are never sampled, so they carry no entropy either
+    vocab = policy.model.config.get_text_config().vocab_size
+    assert policy.suppressed
+    support = [v for v in range(vocab) if v not in set(policy.suppressed)]
+    entropies_match_the_distribution(policy, prompts()[0], support)

@@ -329,4 +329,4 @@ def test_entropies_for_the_entropy_bonus(tokenizer_path: Path, entropies_match_t
     world = FakeWorld()
     policy = tiny_policy(tokenizer_path, world)
     perturb_adapter(policy)
-    entropies_match_the_distribution(policy, world.prompts("rl")[0], policy.lm.config.vocab_size)
+    entropies_match_the_distribution(policy, world.prompts("rl")[0], range(policy.lm.config.vocab_size))
