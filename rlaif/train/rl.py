@@ -27,7 +27,6 @@ import random
 import shutil
 import time
 from collections.abc import Callable, Sequence
-from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -194,7 +193,7 @@ def sample_step(step: int, prompts: list[Prompt], comp: Components, config: RunC
     # RNG state. A stable seed, not hash(): string hashing is salted per process.
     seed_everything((run.seed * 1_000_003 + step * 7919) % (2**31))
     start = time.perf_counter()
-    with torch.no_grad(), (precision.autocast() if precision is not None else nullcontext()):
+    with torch.no_grad(), (precision or Precision()).autocast():
         candidates = comp.policy.generate(prompts, run.group_size, max_new_tokens=run.max_new_tokens,
                                           temperature=run.temperature)
     sampled = time.perf_counter()
@@ -244,11 +243,11 @@ def loss_tensors(data: StepData, comp: Components, chunks: Sequence[slice] | Non
     import torch
 
     needs = comp.loss.needs
-    autocast = precision.autocast() if precision is not None else nullcontext()
+    precision = precision or Precision()
     prompts = [g.prompt for g in data.groups for _ in g.rollouts]
     rollouts = [r for g in data.groups for r in g.rollouts]
     tensors: dict[str, Any] = {}
-    with torch.no_grad(), autocast:
+    with torch.no_grad(), precision.autocast():
         if "ref_logprobs" in needs:
             with comp.policy.adapters_disabled():
                 tensors["ref_logprobs"] = score_rollouts(comp.policy, prompts, rollouts, set(), chunks)["logprobs"]

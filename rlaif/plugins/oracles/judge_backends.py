@@ -91,6 +91,12 @@ def summarize_logprobs(labels: Sequence[str], logprobs: Sequence[float]) -> str:
     return " ".join(f"{label}={lp:.3f}" for label, lp in zip(labels, logprobs, strict=True))
 
 
+def label_score_reply(labels: Sequence[str], logprobs: Sequence[float]) -> JudgeReply:
+    """A score-mode reply: the labels' log-probs, and a readable summary as its text."""
+    values = [float(v) for v in logprobs]
+    return JudgeReply(text=summarize_logprobs(labels, values), label_logprobs=values)
+
+
 def _logsumexp(values: Sequence[float]) -> float:
     top = max(values)
     if top == -math.inf:
@@ -237,7 +243,7 @@ class LocalHFBackend:
                 logp = torch.log_softmax(out.logits[:, -1, :].float(), dim=-1)  # [B, V]
             for row, i in enumerate(chunk):
                 values = [_logsumexp([float(logp[row, t]) for t in ids]) for ids in wanted[i]]
-                replies[i] = JudgeReply(text=summarize_logprobs(labels[i], values), label_logprobs=values)
+                replies[i] = label_score_reply(labels[i], values)
         return [r if r is not None else JudgeReply(failure="not scored") for r in replies]
 
     def generate(self, conversations: Sequence[Conversation], *, max_new_tokens: int,
@@ -366,8 +372,7 @@ class PolicyJudgeBackend:
         texts = [self.render(c, answer_prefix) for c in conversations]
         with self._context():
             scores = self.policy.label_logprobs(texts, [list(ls) for ls in labels])
-        return [JudgeReply(text=summarize_logprobs(ls, [float(v) for v in s]), label_logprobs=[float(v) for v in s])
-                for ls, s in zip(labels, scores, strict=True)]
+        return [label_score_reply(ls, s) for ls, s in zip(labels, scores, strict=True)]
 
     def judge_prompt(self, prompt: Any, candidates: Sequence[str], narrative: str | None) -> Any:
         """The policy's own judging item for ``candidates`` (in label order)."""
@@ -376,8 +381,7 @@ class PolicyJudgeBackend:
     def score_native(self, prompts: Sequence[Any], labels: Sequence[Sequence[str]]) -> list[JudgeReply]:
         with self._context():
             scores = self.policy.judge_label_logprobs(prompts, [list(ls) for ls in labels])
-        return [JudgeReply(text=summarize_logprobs(ls, [float(v) for v in s]), label_logprobs=[float(v) for v in s])
-                for ls, s in zip(labels, scores, strict=True)]
+        return [label_score_reply(ls, s) for ls, s in zip(labels, scores, strict=True)]
 
     def generate_native(self, prompts: Sequence[Any], *, max_new_tokens: int) -> list[JudgeReply]:
         with self._context():
