@@ -5,16 +5,34 @@ short ones and are generated in their own batches, so one long description does 
 a whole batch of one-word answers decoding. Baselines that the benchmark ships (a
 single-frame and a blind "random" baseline for the video world) are scored by
 :func:`baseline_metrics` on the same items for comparison.
+
+Sampling metrics (``rlaif eval --k``) show the headroom RL can use: ``pass@k`` (is a right
+answer among k samples at the run's temperature?) against ``maj@k`` (is the most frequent
+answer right?). Describe answers are long and rarely repeat, so both are measured on
+short-answer types only.
+
+Every evaluation keeps its per-item results (:class:`ItemResult`), so two policies can be
+compared item by item (:mod:`rlaif.train.compare`). They are JSON lines in files beside
+the run's store, not in LMDB: ``RUN_DIR/eval/step-NNNNNN.jsonl`` for the evaluations
+inside ``rlaif run`` / ``rlaif replay`` and ``DIR/items.jsonl`` for ``rlaif eval --out DIR``.
 """
 
 from __future__ import annotations
 
 import functools
 import importlib
+import json
+import math
+import os
 import random
-from collections.abc import Callable, Sequence
+import re
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
+from rlaif.core.errors import UsageError
 from rlaif.core.records import Prompt
 
 #: Question types whose answers are descriptions rather than a few words.
@@ -46,18 +64,207 @@ def greedy_answers(policy: Any, prompts: Sequence[Prompt], *, batch_size: int = 
     return answers
 
 
-def evaluate_policy(policy: Any, benchmark: Any, split: str = "test", limit: int | None = None,
-                    batch_size: int = 64, max_new_tokens: int = 24, long_max_new_tokens: int = 96,
-                    seed: int = 0) -> dict[str, float]:
+@dataclass(frozen=True)
+class ItemResult:
+    """One evaluated item, enough to pair it with another policy's answer later.
+
+    ``score`` is ``benchmark.item_score`` in [0, 1]; ``correct`` is whether the item counts
+    in ``acc/all`` (for video-world a describe answer passes at 3/5, so the two differ).
+    When sampling metrics were measured on the item, ``samples`` are the sampled answers,
+    ``samples_correct`` how many scored 1 and ``majority_correct`` whether the most
+    frequent of the first k did (:func:`majority_answer`)."""
+
+    prompt_id: str
+    qtype: str
+    answer: str
+    score: float
+    correct: bool
+    samples: tuple[str, ...] = ()
+    samples_correct: int | None = None
+    majority_correct: bool | None = None
+
+
+#: Schema of one line of a per-item results file; a reader refuses a newer major version.
+ITEM_SCHEMA = "eval-item/1"
+
+
+@dataclass
+class Evaluation:
+    """What one evaluation measured: the metrics table and the items behind it."""
+
+    metrics: dict[str, float]
+    items: list[ItemResult] = field(default_factory=list)
+
+
+def evaluate_items(policy: Any, benchmark: Any, split: str = "test", limit: int | None = None,
+                   batch_size: int = 64, max_new_tokens: int = 24, long_max_new_tokens: int = 96,
+                   seed: int = 0, k: int = 0, samples: int | None = None,
+                   temperature: float = 1.0) -> Evaluation:
     """Greedy answers on ``split`` (all items, or a seeded subset of ``limit``) scored by
-    ``benchmark.score``: e.g. ``acc/all``, ``acc/short``, ``acc/<qtype>``, ``score/describe``."""
+    ``benchmark.score``, with every item's result. With ``k > 0`` it also samples
+    ``samples`` (default ``k``) answers per short-answer item at ``temperature`` (torch
+    seeded by ``seed`` inside, the caller's RNG untouched) and adds ``pass@1/...``,
+    ``pass@k/...`` and ``maj@k/...`` (:func:`sampling_metrics`)."""
     import torch
 
     prompts = eval_prompts(benchmark, split, limit, seed)
     with torch.no_grad():
         answers = greedy_answers(policy, prompts, batch_size=batch_size, max_new_tokens=max_new_tokens,
                                  long_max_new_tokens=long_max_new_tokens)
-    return {k: float(v) for k, v in benchmark.score(prompts, answers).items()}
+    metrics = {key: float(v) for key, v in benchmark.score(prompts, answers).items()}
+    sampled: dict[int, list[str]] = {}
+    if k > 0:
+        if (samples or k) < k:
+            raise UsageError(f"pass@{k} needs at least {k} samples per item, got {samples}")
+        short = [i for i, p in enumerate(prompts) if p.qtype not in LONG_QTYPES]
+        with torch.no_grad(), torch.random.fork_rng():
+            torch.manual_seed(seed)
+            texts = sampled_answers(policy, [prompts[i] for i in short], samples or k, temperature=temperature,
+                                    batch_size=batch_size, max_new_tokens=max_new_tokens)
+        sampled = dict(zip(short, texts, strict=True))
+    items = [_item_result(benchmark, prompt, answer, sampled.get(i), k) for i, (prompt, answer)
+             in enumerate(zip(prompts, answers, strict=True))]
+    if k > 0:
+        metrics.update(sampling_metrics(items, k))
+    return Evaluation(metrics, items)
+
+
+def evaluate_policy(policy: Any, benchmark: Any, split: str = "test", limit: int | None = None,
+                    batch_size: int = 64, max_new_tokens: int = 24, long_max_new_tokens: int = 96,
+                    seed: int = 0) -> dict[str, float]:
+    """The metrics of :func:`evaluate_items`: e.g. ``acc/all``, ``acc/short``,
+    ``acc/<qtype>``, ``score/describe``."""
+    return evaluate_items(policy, benchmark, split, limit, batch_size=batch_size, max_new_tokens=max_new_tokens,
+                          long_max_new_tokens=long_max_new_tokens, seed=seed).metrics
+
+
+def _item_result(benchmark: Any, prompt: Prompt, answer: str, samples: list[str] | None, k: int) -> ItemResult:
+    """``correct`` is the item's ``acc/all`` scored alone, so it agrees with the metrics
+    table by construction; a benchmark whose table has no ``acc/all`` falls back to a
+    full ``item_score``. A sample is right when ``item_score`` gives it 1; the majority
+    groups answers by the benchmark's ``normalize_answer`` when it has one (else
+    :func:`plain_normalize`)."""
+    score = float(benchmark.item_score(prompt, answer))
+    alone = benchmark.score([prompt], [answer]).get("acc/all")
+    correct = bool(score >= 1.0 if alone is None else alone >= 1.0)
+    if samples is None:
+        return ItemResult(prompt.prompt_id, prompt.qtype, answer, score, correct)
+    normalize = getattr(benchmark, "normalize_answer", None) or plain_normalize
+    hits = sum(_is_right(benchmark, prompt, text) for text in samples)
+    vote = majority_answer(samples[:k], normalize)
+    return ItemResult(prompt.prompt_id, prompt.qtype, answer, score, correct, tuple(samples), hits,
+                      _is_right(benchmark, prompt, vote))
+
+
+# --------------------------------------------------------------------------- sampling metrics
+def sampled_answers(policy: Any, prompts: Sequence[Prompt], n: int, *, temperature: float = 1.0,
+                    batch_size: int = 64, max_new_tokens: int = 24) -> list[list[str]]:
+    """``n`` sampled answers per prompt, about ``batch_size`` sequences per generate call."""
+    per_call = max(1, batch_size // n)
+    out: list[list[str]] = []
+    for start in range(0, len(prompts), per_call):
+        groups = policy.generate(list(prompts[start : start + per_call]), n, max_new_tokens=max_new_tokens,
+                                 temperature=temperature)
+        out += [[r.text for r in group] for group in groups]
+    return out
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k from ``n`` samples of which ``c`` are right (Chen et al. 2021,
+    "Evaluating Large Language Models Trained on Code", eq. 1):
+    ``1 - C(n - c, k) / C(n, k)``, the chance that k of the n drawn without replacement
+    include a right one."""
+    if not 0 <= c <= n or not 0 < k <= n:
+        raise ValueError(f"pass@k needs 0 <= c <= n and 0 < k <= n; got n={n}, c={c}, k={k}")
+    return 1.0 - math.comb(n - c, k) / math.comb(n, k)
+
+
+def majority_answer(answers: Sequence[str], normalize: Callable[[str], str]) -> str:
+    """The most frequent answer after ``normalize`` (ties: the one sampled first),
+    returned as first sampled, so the benchmark scores the text the policy wrote."""
+    keys = [normalize(a) for a in answers]
+    top, _ = Counter(keys).most_common(1)[0]
+    return answers[keys.index(top)]
+
+
+def plain_normalize(text: str) -> str:
+    """Lowercase, punctuation dropped, spaces squeezed: how answers are grouped for
+    majority voting when the benchmark offers no ``normalize_answer`` of its own."""
+    return " ".join(re.sub(r"[^\w\s]", " ", text.lower()).split())
+
+
+def sampling_metrics(items: Sequence[ItemResult], k: int) -> dict[str, float]:
+    """``pass@1``, ``pass@k`` (:func:`pass_at_k` from each item's samples) and ``maj@k``
+    over the items that were sampled, per ``/<qtype>`` and over ``/short``; pure
+    arithmetic on stored results, so a per-item file is enough to recompute them."""
+    rows: dict[str, list[tuple[float, float, float]]] = {}
+    for item in items:
+        if item.samples_correct is None:
+            continue
+        n, c = len(item.samples), item.samples_correct
+        row = (pass_at_k(n, c, 1), pass_at_k(n, c, k), float(bool(item.majority_correct)))
+        rows.setdefault(item.qtype, []).append(row)
+    every = [row for group in rows.values() for row in group]
+    metrics: dict[str, float] = {}
+    for name, group in [*sorted(rows.items()), ("short", every)]:
+        if group:
+            for j, metric in enumerate(("pass@1", f"pass@{k}", f"maj@{k}")):
+                metrics[f"{metric}/{name}"] = sum(row[j] for row in group) / len(group)
+    return metrics
+
+
+def _is_right(benchmark: Any, prompt: Prompt, answer: str) -> bool:
+    return float(benchmark.item_score(prompt, answer)) >= 1.0
+
+
+# --------------------------------------------------------------------------- per-item files
+def run_items_path(run_dir: str | os.PathLike[str], step: int) -> Path:
+    """Where the evaluation at ``step`` of a run keeps its per-item results."""
+    return Path(run_dir) / "eval" / f"step-{step:06d}.jsonl"
+
+
+def write_items(path: str | os.PathLike[str], items: Iterable[ItemResult]) -> Path:
+    """One JSON line per item, written to a temporary file and renamed into place, so a
+    reader never sees half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    with tmp.open("w") as fh:
+        for item in items:
+            fh.write(json.dumps({"schema": ITEM_SCHEMA, **asdict(item)}) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def read_items(path: str | os.PathLike[str]) -> list[ItemResult]:
+    """The per-item results in ``path``: a results file, a ``rlaif eval --out`` directory
+    (``items.jsonl``) or a run directory (its last evaluation, ``eval/step-*.jsonl``)."""
+    file = items_file(path)
+    items = []
+    for number, line in enumerate(file.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        data = json.loads(line)
+        schema = str(data.pop("schema", ITEM_SCHEMA))
+        if not schema.startswith("eval-item/") or int(schema.partition("/")[2]) > 1:
+            raise UsageError(f"{file}:{number}: per-item schema {schema!r}; this rlaif reads {ITEM_SCHEMA!r}")
+        data["samples"] = tuple(data.get("samples", ()))
+        items.append(ItemResult(**data))
+    return items
+
+
+def items_file(path: str | os.PathLike[str]) -> Path:
+    """The per-item results file that ``path`` stands for; see :func:`read_items`."""
+    path = Path(path)
+    if path.is_file():
+        return path
+    if (path / "items.jsonl").is_file():
+        return path / "items.jsonl"
+    steps = sorted((path / "eval").glob("step-*.jsonl")) if path.is_dir() else []
+    if steps:
+        return steps[-1]  # zero-padded step numbers: the last name is the last evaluation
+    raise UsageError(f"{path}: no per-item evaluation results (expected a .jsonl file, DIR/items.jsonl "
+                     "from `rlaif eval --out DIR`, or a run directory with eval/step-*.jsonl)")
 
 
 def _baseline_functions(benchmark: Any) -> dict[str, Callable[[str], Any]]:

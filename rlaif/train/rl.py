@@ -425,10 +425,14 @@ class MetricsLog:
         os.replace(tmp, self.path)
 
 
-def evaluate(comp: Components, config: RunConfig) -> dict[str, float]:
-    from rlaif.train.evaluate import evaluate_policy
+def evaluate(comp: Components, config: RunConfig, run_dir: Path, step: int) -> dict[str, float]:
+    """Held-out metrics; the per-item answers and scores go to ``RUN_DIR/eval/step-NNNNNN.jsonl``
+    so two runs can be compared item by item (``rlaif eval --compare``)."""
+    from rlaif.train.evaluate import evaluate_items, run_items_path, write_items
 
-    return dict(evaluate_policy(comp.policy, comp.benchmark, split="test", limit=config.run.eval_items))
+    evaluation = evaluate_items(comp.policy, comp.benchmark, split="test", limit=config.run.eval_items)
+    write_items(run_items_path(run_dir, step), evaluation.items)
+    return evaluation.metrics
 
 
 # --------------------------------------------------------------------------- the loop
@@ -510,7 +514,7 @@ def run_rl(run_dir: str | Path, config: RunConfig, registry: Registry, *, resume
 
     sft_eval: dict[str, float] = {}
     if main and not resume:
-        sft_eval = evaluate(comp, config)
+        sft_eval = evaluate(comp, config, run_dir, 0)
         log.log(0, {f"eval/{k}": v for k, v in sft_eval.items()})
 
     bar = _Progress(config.run.steps, start_step, enabled=progress and main)
@@ -531,7 +535,7 @@ def run_rl(run_dir: str | Path, config: RunConfig, registry: Registry, *, resume
         metrics.update(step_metrics(data))
         metrics = _mean_across(metrics, accelerator)
         if config.run.eval_every and step % config.run.eval_every == 0 and step != config.run.steps and main:
-            metrics.update({f"eval/{k}": v for k, v in evaluate(comp, config).items()})
+            metrics.update({f"eval/{k}": v for k, v in evaluate(comp, config, run_dir, step).items()})
         if main:
             log.log(step, metrics)
         if step % config.run.checkpoint_every == 0 or step == config.run.steps:
@@ -545,7 +549,7 @@ def run_rl(run_dir: str | Path, config: RunConfig, registry: Registry, *, resume
 
     final_eval: dict[str, float] = {}
     if main:
-        final_eval = evaluate(comp, config)
+        final_eval = evaluate(comp, config, run_dir, config.run.steps)
         log.log(config.run.steps, {f"eval/{k}": v for k, v in final_eval.items()})
         if not sft_eval:
             sft_eval = {k.removeprefix("eval/"): float(v) for k, v in _first_row(log).items()
@@ -716,7 +720,7 @@ def replay_run(run_dir: str | Path, loss: str, registry: Registry, *, loss_optio
         log.log(step, metrics)
         bar.advance(i, metrics)
     bar.close()
-    final_eval = evaluate(comp, config)
+    final_eval = evaluate(comp, config, out, steps[-1])
     log.log(steps[-1], {f"eval/{k}": v for k, v in final_eval.items()})
     policy.save(str(out / "policy"))
     from safetensors.torch import save_file
