@@ -88,7 +88,8 @@ class Ranking(Record):
     """An oracle's verdict on one group of G rollouts.
 
     ``order`` lists candidate indices best first. ``ties`` lists groups of candidates the
-    oracle could not separate (each group is contiguous in ``order``). ``scores`` is set
+    oracle could not separate; each group must be contiguous in ``order`` (checked when
+    the ranking is built, so there is one reading of ties). ``scores`` is set
     by scoring oracles (higher is better). ``failure`` is set, with ``raw`` holding the
     judge's text, when no ranking could be obtained; ``order`` is then empty.
     """
@@ -103,37 +104,45 @@ class Ranking(Record):
     raw: str = ""
     failure: str | None = None
 
+    def __post_init__(self) -> None:
+        # One reading of ties for every consumer: rejected here rather than read two ways
+        # later (positions() and tie_groups() could not agree on a tie split by another
+        # candidate).
+        problem = _ranking_problem(self.order, self.ties, self.scores)
+        if problem is not None:
+            raise ValueError(f"invalid ranking for prompt {self.prompt_id!r} by {self.oracle!r}: {problem}")
+
     @property
     def ok(self) -> bool:
         return self.failure is None and bool(self.order)
 
     def positions(self) -> list[float]:
         """Rank position of each candidate (0 = best); tied candidates share the mean
-        of the positions they span, so callers can average gains over ties."""
+        of the positions they span, so callers can average gains over ties. Read off
+        :meth:`tie_groups`, so both always agree."""
         pos = [0.0] * len(self.order)
-        where = {c: i for i, c in enumerate(self.order)}
-        for c, i in where.items():
-            pos[c] = float(i)
-        for group in self.ties:
-            spans = [where[c] for c in group]
-            mean = sum(spans) / len(spans)
-            for c in group:
+        start = 0
+        for block in self.tie_groups():
+            mean = start + (len(block) - 1) / 2
+            for c in block:
                 pos[c] = mean
+            start += len(block)
         return pos
 
     def tie_groups(self) -> list[list[int]]:
-        """Partition of ``order`` into consecutive blocks of equal rank, best first."""
-        tied = {c: tuple(sorted(g)) for g in self.ties for c in g}
+        """Partition of ``order`` into consecutive blocks of equal rank, best first; a
+        tie block lists its candidates in increasing index."""
+        tied = {c: i for i, group in enumerate(self.ties) for c in group}
         blocks: list[list[int]] = []
-        seen: set[tuple[int, ...]] = set()
+        last: int | None = None
         for c in self.order:
             key = tied.get(c)
-            if key is None:
+            if key is not None and key == last:
+                blocks[-1].append(c)
+            else:
                 blocks.append([c])
-            elif key not in seen:
-                seen.add(key)
-                blocks.append(list(key))
-        return blocks
+            last = key
+        return [sorted(block) for block in blocks]
 
     @classmethod
     def from_scores(cls, prompt_id: str, oracle: str, scores: Sequence[float], **extra: Any) -> Ranking:
@@ -170,6 +179,31 @@ class Group:
     prompt: Prompt
     rollouts: Sequence[Rollout]
     context: str | None = None
+
+
+def _ranking_problem(order: Sequence[int], ties: Sequence[Sequence[int]],
+                     scores: Sequence[float] | None) -> str | None:
+    """Why ``order``/``ties``/``scores`` do not form a ranking, or ``None``: ``order`` is a
+    permutation of ``0..G-1``, every tie group lists distinct candidates of ``order``, the
+    groups are disjoint and each is contiguous in ``order``; scores, when given with an
+    order, are one per candidate."""
+    if sorted(order) != list(range(len(order))):
+        return f"order must be a permutation of 0..G-1 (candidates unique), got {list(order)}"
+    where = {c: i for i, c in enumerate(order)}
+    seen: set[int] = set()
+    for group in ties:
+        members = list(group)
+        if any(c not in where for c in members):
+            return f"tie group {members} names candidates not in order {list(order)}"
+        if len(set(members)) != len(members) or seen & set(members):
+            return f"tie groups must be disjoint groups of distinct candidates, got {[list(g) for g in ties]}"
+        seen.update(members)
+        spans = sorted(where[c] for c in members)
+        if spans and spans[-1] - spans[0] != len(spans) - 1:
+            return f"tie group {members} is not contiguous in order {list(order)}"
+    if scores is not None and order and len(scores) != len(order):
+        return f"{len(scores)} scores for {len(order)} candidates"
+    return None
 
 
 _RECORD_FIELDS: dict[tuple[str, str], type[Record]] = {("Prompt", "video"): VideoRef}

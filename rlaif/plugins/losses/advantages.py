@@ -58,14 +58,8 @@ def rank_blocks(ranking_or_positions: RankingOrPositions) -> list[list[int]]:
     positions form a block, so ``[0, 1.5, 1.5, 3]``, ``[0, 1, 1, 3]`` and ``[0, 1, 1, 2]``
     all mean "best, then a two-way tie, then worst".
     """
-    if isinstance(ranking_or_positions, Ranking):
-        ranking = ranking_or_positions
-        if sorted(ranking.order) != list(range(len(ranking.order))):
-            raise ValueError(f"ranking.order must be a permutation of 0..G-1, got {ranking.order}")
-        members = [c for group in ranking.ties for c in group]
-        if any(c not in range(len(ranking.order)) for c in members) or len(members) != len(set(members)):
-            raise ValueError(f"ranking.ties must be disjoint groups of candidates, got {ranking.ties}")
-        return ranking.tie_groups()
+    if isinstance(ranking_or_positions, Ranking):  # validated when it was built
+        return ranking_or_positions.tie_groups()
     positions = [float(p) for p in ranking_or_positions]
     return [[i for i, p in enumerate(positions) if p == value] for value in sorted(set(positions))]
 
