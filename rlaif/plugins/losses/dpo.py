@@ -20,7 +20,13 @@ import torch.nn.functional as F
 from rlaif.core.protocols import RankedBatch
 from rlaif.core.records import Ranking
 from rlaif.plugins.losses.advantages import rank_blocks
-from rlaif.plugins.losses.ranked_batch import group_offsets, group_sizes, require_tensors, tensors_on
+from rlaif.plugins.losses.ranked_batch import (
+    group_offsets,
+    group_sizes,
+    groups_failed,
+    require_tensors,
+    tensors_on,
+)
 
 PAIR_MODES: tuple[str, ...] = ("best_worst", "all")
 
@@ -115,7 +121,7 @@ class DPOLoss:
         t = tensors_on(batch, batch.tensors["logprobs"].device)
         logprobs = t["logprobs"]  # [N, L]
         mask = t["mask"].to(logprobs.dtype)  # [N, L]
-        failed = float(sum(not r.ok for r in batch.rankings))
+        failed = float(groups_failed(batch))
         chosen, rejected, skipped = self.pair_rows(batch)
         if not chosen:
             zero = (logprobs * mask).sum() * 0.0  # keeps the graph so backward() still works

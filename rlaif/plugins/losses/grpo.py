@@ -13,9 +13,7 @@ import torch
 
 from rlaif.core.protocols import RankedBatch
 from rlaif.plugins.losses.advantages import group_normalized_advantages, ranking_scores
-from rlaif.plugins.losses.policy_gradient import (
-    sequence_advantage_loss,
-)
+from rlaif.plugins.losses.policy_gradient import sequence_advantage_loss
 from rlaif.plugins.losses.ranked_batch import group_sizes
 
 
@@ -49,19 +47,14 @@ class GRPOLoss:
             needs.add("entropies")
         self.needs = frozenset(needs)
 
-    def advantages(self, batch: RankedBatch) -> tuple[list[float], int]:
-        """Flattened per-rollout advantages ``[N]`` (group order) and the failed-group count;
-        a failed ranking gives its group zeros."""
+    def advantages(self, batch: RankedBatch) -> list[float]:
+        """Flattened per-rollout advantages ``[N]`` (group order); a failed ranking gives its
+        group zeros (and the loss leaves those rollouts out)."""
         flat: list[float] = []
-        failed = 0
         for ranking, size in zip(batch.rankings, group_sizes(batch), strict=True):
             scores = ranking_scores(ranking, size)
-            if scores is None:
-                failed += 1
-                flat.extend([0.0] * size)
-            else:
-                flat.extend(group_normalized_advantages(scores))
-        return flat, failed
+            flat.extend([0.0] * size if scores is None else group_normalized_advantages(scores))
+        return flat
 
     def __call__(self, batch: RankedBatch) -> tuple[torch.Tensor, dict[str, float]]:
         return sequence_advantage_loss(self, batch)

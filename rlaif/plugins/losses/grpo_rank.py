@@ -39,6 +39,7 @@ def grpo_rank_loss(
     kl_coef: float = 0.04,
     entropies: torch.Tensor | None = None,
     entropy_coef: float = 0.0,
+    valid: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """GRPO_rank objective on explicit tensors (Oracle-RLAIF, methods.md §1)::
 
@@ -46,10 +47,10 @@ def grpo_rank_loss(
             + beta * KL_k3(pi_theta || pi_ref) - c_ent * H
 
     ``logprobs``, ``old_logprobs``, ``ref_logprobs``, ``mask``: ``[N, L]``; ``advantages``:
-    ``[N]`` rank advantages. See :func:`~rlaif.plugins.losses.policy_gradient.clipped_policy_loss`.
+    ``[N]`` rank advantages; ``valid``: ``[N]`` bool, rollouts of ranked groups. See :func:`~rlaif.plugins.losses.policy_gradient.clipped_policy_loss`.
     """
     return clipped_policy_loss(
-        logprobs, old_logprobs, ref_logprobs, mask, advantages, clip_eps, kl_coef, entropies, entropy_coef
+        logprobs, old_logprobs, ref_logprobs, mask, advantages, clip_eps, kl_coef, entropies, entropy_coef, valid
     )
 
 
@@ -108,17 +109,16 @@ class GRPORankLoss:
             needs.add("entropies")
         self.needs = frozenset(needs)
 
-    def advantages(self, batch: RankedBatch) -> tuple[list[float], int]:
-        """Flattened per-rollout advantages ``[N]`` (group order) and the failed-group count."""
+    def advantages(self, batch: RankedBatch) -> list[float]:
+        """Flattened per-rollout advantages ``[N]`` (group order); a failed ranking gives its
+        group zeros (and the loss leaves those rollouts out)."""
         sizes = group_sizes(batch)
         seq_logprobs: list[float] = []
         if self.mode == "pred_vs_oracle":
             t = batch.tensors
             seq_logprobs = (t["old_logprobs"] * t["mask"].to(t["old_logprobs"].dtype)).sum(-1).tolist()  # [N]
         flat: list[float] = []
-        failed = 0
         for ranking, size, start in zip(batch.rankings, sizes, group_offsets(sizes), strict=True):
-            failed += not ranking.ok
             if self.mode == "rank":
                 adv = rank_advantages(ranking, self.gain, self.normalize_std, group_size=size)
             else:
@@ -127,7 +127,7 @@ class GRPORankLoss:
                 )
                 adv = std_normalize(adv) if self.normalize_std else adv
             flat.extend(adv)
-        return flat, failed
+        return flat
 
     def __call__(self, batch: RankedBatch) -> tuple[torch.Tensor, dict[str, float]]:
         return sequence_advantage_loss(self, batch)

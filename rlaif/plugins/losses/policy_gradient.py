@@ -20,10 +20,15 @@ def sequence_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (x * m).sum(-1) / m.sum(-1).clamp(min=1.0)  # [N]
 
 
-def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def masked_mean(x: torch.Tensor, mask: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
     """GRPO averaging: token mean within each sequence, then mean over sequences ->
-    scalar ``(1/N) sum_i (1/|o_i|) sum_t x_it``."""
-    return sequence_mean(x, mask).mean()
+    scalar ``(1/N) sum_i (1/|o_i|) sum_t x_it``. With ``rows`` (``[N]`` bool) only those
+    sequences count, numerator and denominator alike; none gives 0."""
+    seq = sequence_mean(x, mask)  # [N]
+    if rows is None:
+        return seq.mean()
+    w = rows.to(seq.dtype)  # [N]
+    return (seq * w).sum() / w.sum().clamp(min=1.0)
 
 
 def token_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -75,31 +80,36 @@ def clipped_policy_loss(
     kl_coef: float = 0.04,
     entropies: torch.Tensor | None = None,
     entropy_coef: float = 0.0,
+    valid: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """The GRPO-family objective with sequence-level advantages (methods.md §1, §4)::
 
         L = -(1/N) sum_i (1/|o_i|) sum_t min(rho_it A_i, clip(rho_it, 1-eps, 1+eps) A_i)
             + beta * (1/N) sum_i (1/|o_i|) sum_t KL_k3,it  -  c_ent * H
 
-    ``advantages`` is ``[N]``. ``ref_logprobs`` may be ``None`` only when ``kl_coef`` is
+    ``advantages`` is ``[N]``. ``valid`` (``[N]`` bool, default all) keeps only those
+    rollouts: the others (groups whose ranking failed) are out of every term, and ``N``
+    counts the valid ones. ``ref_logprobs`` may be ``None`` only when ``kl_coef`` is
     0; ``entropies`` (``[N, L]``, per-token policy entropy) only when ``entropy_coef`` is 0.
     Returns the scalar loss and detached metrics ``loss, pg_loss, kl, clip_frac`` (and
     ``entropy`` when given).
     """
+    if valid is not None:
+        mask = mask.to(logprobs.dtype) * valid.to(logprobs.dtype).unsqueeze(-1)  # [N, L]
     objective, clip_frac = clipped_surrogate(logprobs, old_logprobs, advantages, mask, clip_eps)  # [N, L]
-    pg_loss = -masked_mean(objective, mask)
+    pg_loss = -masked_mean(objective, mask, valid)
     loss = pg_loss
     if ref_logprobs is None:
         if kl_coef != 0:
             raise ValueError(f"kl_coef={kl_coef} needs ref_logprobs; pass them or set kl_coef=0")
         kl = torch.zeros((), dtype=logprobs.dtype, device=logprobs.device)
     else:
-        kl = masked_mean(kl_k3(logprobs, ref_logprobs), mask)
+        kl = masked_mean(kl_k3(logprobs, ref_logprobs), mask, valid)
         if kl_coef != 0:
             loss = loss + kl_coef * kl
     metrics = {"pg_loss": float(pg_loss.detach()), "kl": float(kl.detach()), "clip_frac": float(clip_frac)}
     if entropies is not None:
-        entropy = masked_mean(entropies, mask)
+        entropy = masked_mean(entropies, mask, valid)
         if entropy_coef != 0:
             loss = loss - entropy_coef * entropy
         metrics["entropy"] = float(entropy.detach())
@@ -110,30 +120,40 @@ def clipped_policy_loss(
     return loss, {"loss": float(loss.detach()), **metrics}
 
 
-def advantage_metrics(advantages: list[float], groups_failed: int) -> dict[str, float]:
-    """``adv_mean``, ``adv_abs_mean`` over rollouts and ``groups_failed`` (rankings that
-    carried no signal), for the sequence-advantage losses."""
-    n = max(len(advantages), 1)
+def advantage_metrics(advantages: list[float], valid: list[bool], groups_failed: int) -> dict[str, float]:
+    """``adv_mean``, ``adv_abs_mean`` over the rollouts of ranked groups and
+    ``groups_failed`` (rankings that carried no signal), for the sequence-advantage losses."""
+    kept = [a for a, ok in zip(advantages, valid, strict=True) if ok]
+    n = max(len(kept), 1)
     return {
-        "adv_mean": sum(advantages) / n,
-        "adv_abs_mean": sum(abs(a) for a in advantages) / n,
+        "adv_mean": sum(kept) / n,
+        "adv_abs_mean": sum(abs(a) for a in kept) / n,
         "groups_failed": float(groups_failed),
     }
 
 
 def sequence_advantage_loss(loss: Any, batch: Any) -> tuple[torch.Tensor, dict[str, float]]:
     """``__call__`` shared by the GRPO-family losses: check the batch, take the loss's
-    sequence-level ``advantages(batch)`` and apply :func:`clipped_policy_loss`."""
-    from rlaif.plugins.losses.ranked_batch import group_sizes, require_tensors, tensors_on
+    sequence-level ``advantages(batch)`` and apply :func:`clipped_policy_loss` to the
+    rollouts of groups with a usable ranking (the one rule of :mod:`ranked_batch`)."""
+    from rlaif.plugins.losses.ranked_batch import (
+        group_sizes,
+        groups_failed,
+        ranked_rows,
+        require_tensors,
+        tensors_on,
+    )
 
     require_tensors(batch, loss.needs, loss.name, sum(group_sizes(batch)))
     t = tensors_on(batch, batch.tensors["logprobs"].device)
     logprobs = t["logprobs"]  # [N, L]
-    adv, failed = loss.advantages(batch)
+    adv = loss.advantages(batch)
+    rows = ranked_rows(batch)
     advantages = torch.tensor(adv, dtype=logprobs.dtype, device=logprobs.device)  # [N]
+    valid = torch.tensor(rows, dtype=torch.bool, device=logprobs.device)  # [N]
     value, metrics = clipped_policy_loss(
         logprobs, t["old_logprobs"], t.get("ref_logprobs"), t["mask"], advantages,
-        loss.clip_eps, loss.kl_coef, t.get("entropies"), loss.entropy_coef,
+        loss.clip_eps, loss.kl_coef, t.get("entropies"), loss.entropy_coef, valid,
     )
-    metrics.update(advantage_metrics(adv, failed))
+    metrics.update(advantage_metrics(adv, rows, groups_failed(batch)))
     return value, metrics

@@ -22,7 +22,13 @@ import torch
 from rlaif.core.protocols import RankedBatch
 from rlaif.plugins.losses.advantages import ranking_scores
 from rlaif.plugins.losses.policy_gradient import clipped_surrogate, token_mean
-from rlaif.plugins.losses.ranked_batch import group_sizes, require_tensors, tensors_on
+from rlaif.plugins.losses.ranked_batch import (
+    group_sizes,
+    groups_failed,
+    ranked_rows,
+    require_tensors,
+    tensors_on,
+)
 
 
 def token_rewards(
@@ -137,8 +143,9 @@ class PPOLoss:
         does. The loss only carries the path: ``rlaif run`` applies it to the policy before
         the first step (a resumed run takes the head from its checkpoint instead).
 
-    Rollouts of groups whose ranking failed carry no score; they are left out of the
-    loss (their mask is zeroed) and counted in ``groups_failed``.
+    Rollouts of groups whose ranking failed carry no score; they are left out of every
+    term (their mask is zeroed) and counted in ``groups_failed``
+    (:mod:`~rlaif.plugins.losses.ranked_batch`'s one rule).
     """
 
     name = "ppo"
@@ -176,18 +183,13 @@ class PPOLoss:
         self.reward_scale = reward_scale
         self.value_init = value_init
 
-    def scores(self, batch: RankedBatch) -> tuple[list[float], list[bool], int]:
-        """Per-rollout scores ``[N]``, whether each rollout's group has a ranking, and the
-        failed-group count."""
+    def scores(self, batch: RankedBatch) -> list[float]:
+        """Per-rollout scores ``[N]``; rollouts of failed groups get 0 (and are masked out)."""
         scores: list[float] = []
-        valid: list[bool] = []
-        failed = 0
         for ranking, size in zip(batch.rankings, group_sizes(batch), strict=True):
             group_scores = ranking_scores(ranking, size)
-            failed += group_scores is None
             scores.extend(group_scores if group_scores is not None else [0.0] * size)
-            valid.extend([group_scores is not None] * size)
-        return scores, valid, failed
+        return scores
 
     def __call__(self, batch: RankedBatch) -> tuple[torch.Tensor, dict[str, float]]:
         require_tensors(batch, self.needs, self.name, sum(group_sizes(batch)))
@@ -195,9 +197,8 @@ class PPOLoss:
         logprobs, old_logprobs, ref_logprobs = t["logprobs"], t["old_logprobs"], t["ref_logprobs"]  # [N, L]
         values, old_values = t["values"], t["old_values"]  # [N, L]
         dtype, device = logprobs.dtype, logprobs.device
-        score_list, valid_list, failed = self.scores(batch)
-        scores = torch.tensor(score_list, dtype=dtype, device=device)  # [N]
-        valid = torch.tensor(valid_list, dtype=dtype, device=device)  # [N]
+        scores = torch.tensor(self.scores(batch), dtype=dtype, device=device)  # [N]
+        valid = torch.tensor(ranked_rows(batch), dtype=dtype, device=device)  # [N]
         finished = t.get("finished")
         if finished is None:
             finished = [r.finished for g in batch.groups for r in g.rollouts]
@@ -233,6 +234,6 @@ class PPOLoss:
             "value_mean": float(token_mean(values.detach(), mask)),
             "adv_mean": float(raw_adv_mean),
             "no_eos": float(((~finished).to(dtype) * valid).sum()),
-            "groups_failed": float(failed),
+            "groups_failed": float(groups_failed(batch)),
         }
         return loss, metrics

@@ -3,6 +3,12 @@
 A batch holds B groups; group b has G_b rollouts and one ranking. Tensors are flattened
 in group order, so rows ``offsets[b] .. offsets[b] + G_b - 1`` belong to group b and
 ``N = sum_b G_b``. Candidate indices in a ranking are positions in ``group.rollouts``.
+
+One rule for failed rankings, in every loss: a group whose ranking is not ``ok`` (no
+ranking, or an oracle's ``on_failure="tie"`` stand-in, which keeps ``failure`` set)
+carries no preference, so its rollouts are left out of *every* term of the loss (policy
+gradient, KL, entropy, value) and the group is counted in the ``groups_failed`` metric.
+:func:`ranked_rows` and :func:`groups_failed` are where that rule lives.
 """
 
 from __future__ import annotations
@@ -25,6 +31,17 @@ def group_sizes(batch: RankedBatch) -> list[int]:
                 f"ranking for prompt {ranking.prompt_id!r} paired with group of prompt {group.prompt.prompt_id!r}"
             )
     return [len(group.rollouts) for group in batch.groups]
+
+
+def ranked_rows(batch: RankedBatch) -> list[bool]:
+    """``[N]`` flags, group order: True where the rollout's group has a usable ranking."""
+    return [ranking.ok for ranking, size in zip(batch.rankings, group_sizes(batch), strict=True)
+            for _ in range(size)]
+
+
+def groups_failed(batch: RankedBatch) -> int:
+    """How many groups' rankings failed (their rollouts are left out of the loss)."""
+    return sum(not ranking.ok for ranking in batch.rankings)
 
 
 def group_offsets(sizes: Iterable[int]) -> list[int]:

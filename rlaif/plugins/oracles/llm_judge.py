@@ -26,8 +26,9 @@ How it judges (options of :func:`build_llm_judge`):
   upper-bound diagnostic only, so that oracle declares ``needs_reference``.
 
 Failures (a reply that cannot be read, a timeout...) are recorded per group with the raw
-text: ``on_failure="skip"`` returns a failed ranking (the loss gives that group zero
-advantage), ``"tie"`` an all-tied one. Templates are overridable with ``template``, a
+text: ``on_failure="skip"`` returns a failed ranking with an empty order, ``"tie"`` an
+all-tied order that still carries ``failure`` (so every loss leaves the group out and
+counts it in ``groups_failed``, as for ``skip``). Templates are overridable with ``template``, a
 string with ``{question}``, ``{context}``, ``{candidates}``, ``{labels}`` and optionally
 ``{instruction}`` (appended when absent). API keys never reach rankings or logs.
 """
@@ -38,6 +39,7 @@ import itertools
 import logging
 import math
 import random
+import re
 import string
 import time
 from collections.abc import Sequence
@@ -81,12 +83,16 @@ INSTRUCTIONS = {
         'On the second line write "Reason:" and one short sentence.'
     ),
     ("pair", "score"): "Which answer is better{video}, A or B? Reply with its label only.",
+    ("point", "generate"): "Is the answer correct{video}? Reply yes or no.",
+    ("point", "score"): "Is the answer correct{video}? Reply yes or no.",
 }
+#: The two verdict words of pointwise judging, "correct" first.
+VERDICT_LABELS = ["yes", "no"]
 #: How the judge's turn begins: score mode reads the next token's label log-probs; in
 #: generate mode, backends that can pre-fill (local models) start the reply with it,
 #: which keeps small judges on format.
-ANSWER_PREFIX = {"list": "The best answer is", "pair": "The better answer is"}
-GENERATE_PREFIX = {"list": "Ranking (best to worst):", "pair": "The better answer is"}
+ANSWER_PREFIX = {"list": "The best answer is", "pair": "The better answer is", "point": "Verdict:"}
+GENERATE_PREFIX = {"list": "Ranking (best to worst):", "pair": "The better answer is", "point": "Verdict:"}
 MAX_ANSWER_CHARS = 600
 MAX_CONTEXT_CHARS = 2000
 MAX_RAW_CHARS = 8000
@@ -189,14 +195,18 @@ class LLMJudgeOracle:
     name = "llm-judge"
     needs_reference = False
 
-    def __init__(self, backend: Any, *, mode: str = "score", pairwise: bool = False, permutations: int = 1,
+    def __init__(self, backend: Any, *, mode: str = "score", pairwise: bool = False, pointwise: bool = False,
+                 permutations: int = 1,
                  context: str = "narrative", n_clips: int = 3, template: str | None = None, on_failure: str = "skip",
                  seed: int = 0, max_new_tokens: int = 64, benchmark: Any = None, policy: Any = None,
                  store: Any = None, captioner: Any = None) -> None:
         _check_options(mode, context, on_failure, permutations, n_clips, max_new_tokens)
         self.backend = backend
         self.mode = mode
+        if pairwise and pointwise:
+            raise ConfigError("llm-judge: choose pairwise or pointwise, not both")
         self.pairwise = bool(pairwise)
+        self.pointwise = bool(pointwise)
         self.permutations = int(permutations)
         self.context = context
         self.n_clips = int(n_clips)
@@ -258,7 +268,9 @@ class LLMJudgeOracle:
             by_group.setdefault(job.group, []).append((job, reply))
         agreements: list[float | None] = [None] * len(groups)
         for b, pairs in by_group.items():
-            if self.pairwise:
+            if self.pointwise:
+                results[b] = self._pointwise_verdict(groups[b], pairs)
+            elif self.pairwise:
                 results[b], agreements[b] = self._pairwise_verdict(groups[b], pairs)
             else:
                 results[b], agreements[b] = self._listwise_verdict(groups[b], pairs)
@@ -306,6 +318,9 @@ class LLMJudgeOracle:
     # -- prompts ---------------------------------------------------------------------
     def _jobs(self, b: int, group: Group, context: str | None) -> list[_Job]:
         g = len(group.rollouts)
+        if self.pointwise:
+            return [_Job(b, [c], "point", self._conversation(group, [c], "point", context), list(VERDICT_LABELS),
+                         self._native_prompt(group, [c], context)) for c in range(g)]
         if self.pairwise:
             shown = [[i, j] for i, j in itertools.combinations(range(g), 2)]
             shown += [[j, i] for i, j in shown]
@@ -327,9 +342,12 @@ class LLMJudgeOracle:
         return self.backend.judge_prompt(group.prompt, candidates, narrative)
 
     def _conversation(self, group: Group, shown: list[int], kind: str, context: str | None) -> Conversation:
-        labels = list(LABELS[: len(shown)])
-        candidates = "\n".join(f"Answer {label}: {_clean(group.rollouts[c].text, MAX_ANSWER_CHARS)}"
-                               for label, c in zip(labels, shown, strict=True))
+        labels = list(VERDICT_LABELS) if kind == "point" else list(LABELS[: len(shown)])
+        if kind == "point":
+            candidates = f"Answer: {_clean(group.rollouts[shown[0]].text, MAX_ANSWER_CHARS)}"
+        else:
+            candidates = "\n".join(f"Answer {label}: {_clean(group.rollouts[c].text, MAX_ANSWER_CHARS)}"
+                                   for label, c in zip(labels, shown, strict=True))
         has_context = self.context != "none"
         video = " given what happens in the video" if has_context else ""
         example = " > ".join(labels[1:2] + labels[:1] + labels[2:])
@@ -350,9 +368,9 @@ class LLMJudgeOracle:
     def _failed(self, group: Group, why: str, raw: str) -> Ranking:
         pid, g = group.prompt.prompt_id, len(group.rollouts)
         raw = raw[:MAX_RAW_CHARS]
-        if self.on_failure == "tie" and g > 0:
+        if self.on_failure == "tie" and g > 0:  # still a failure: every loss leaves it out and counts it
             return Ranking(pid, self.name, order=list(range(g)), ties=[list(range(g))] if g > 1 else [],
-                           rationale=f"judge failed ({why}); all tied", raw=raw)
+                           rationale=f"judge failed ({why}); all tied", raw=raw, failure=why)
         return Ranking(pid, self.name, raw=raw, failure=why)
 
     def _one_listwise(self, job: _Job, reply: JudgeReply) -> tuple[Ranking | None, str]:
@@ -434,6 +452,35 @@ class LLMJudgeOracle:
         return Ranking.from_scores(group.prompt.prompt_id, self.name, scores, rationale="; ".join(notes),
                                    raw=raw), consistency
 
+    def _pointwise_verdict(self, group: Group, pairs: list[tuple[_Job, JudgeReply]]) -> Ranking:
+        """Each candidate's score is P(correct): the "yes" share of the two verdict
+        words' probabilities (score mode), or 1 / 0 for a written yes / no. A group with
+        any unreadable verdict fails as a whole (a partial order would rank the unread)."""
+        scores = [0.0] * len(group.rollouts)
+        raws = []
+        for job, reply in pairs:
+            raws.append(f"[{job.shown[0]}] {reply.text}")
+            p_yes = self._verdict_probability(reply)
+            if p_yes is None:
+                return self._failed(group, reply.failure or "unreadable verdict", "\n".join(raws))
+            scores[job.shown[0]] = round(p_yes, 6)
+        return Ranking.from_scores(group.prompt.prompt_id, self.name, scores, rationale="P(correct) per answer",
+                                   raw="\n".join(raws)[:MAX_RAW_CHARS])
+
+    def _verdict_probability(self, reply: JudgeReply) -> float | None:
+        if reply.failure is not None:
+            return None
+        if self.scoring:
+            values = reply.label_logprobs or []
+            if len(values) != 2 or any(v != v for v in values):
+                return None
+            yes, no = values
+            return 1.0 / (1.0 + math.exp(max(-50.0, min(50.0, no - yes))))
+        words = re.findall(r"[a-z]+", reply.text.lower().removeprefix(ANSWER_PREFIX["point"].lower()))
+        if not words or words[0] not in VERDICT_LABELS:
+            return None
+        return 1.0 if words[0] == VERDICT_LABELS[0] else 0.0
+
     def _pair_preference(self, job: _Job, reply: JudgeReply) -> float | None:
         """P(the candidate shown as A beats the one shown as B) from one reply."""
         if reply.failure is not None:
@@ -472,12 +519,13 @@ def _check_options(mode: str, context: str, on_failure: str, permutations: int, 
 
 
 def build_llm_judge(
-    judge: str = "smollm2",
+    judge: str = "world",
     judge_url: str | None = None,
     model: str = "default",
     api_key_env: str = "OPENAI_API_KEY",
     mode: str = "score",
     pairwise: bool = False,
+    pointwise: bool | None = None,
     permutations: int = 1,
     context: str = "narrative",
     n_clips: int = 3,
@@ -496,14 +544,18 @@ def build_llm_judge(
 ) -> LLMJudgeOracle:
     """Build the ``llm-judge`` oracle.
 
-    :param judge: ``smollm2`` (default: SmolLM2-135M-Instruct from the ``judge`` extra),
-        ``self`` (the run's policy, as its SFT self), ``openai`` (needs ``judge_url``), or
-        a local directory / hub id of any Hugging Face causal LM.
+    :param judge: ``world`` (default: the world judge, trained once and cached on the
+        benchmark's ``sft`` split and fresh scenes, see :mod:`world_judge`; needs a
+        benchmark with ``fresh_scenes``), ``smollm2`` (SmolLM2-135M-Instruct from the
+        ``judge`` extra), ``self`` (the run's policy, as its SFT self), ``openai`` (needs
+        ``judge_url``), or a local directory / hub id of any Hugging Face causal LM.
     :param judge_url: an OpenAI-compatible base URL (``http://127.0.0.1:8000/v1``); when
         set the judge is that endpoint, serving ``model``.
     :param api_key_env: the environment variable holding the endpoint's API key.
     :param mode: ``score`` (label likelihoods, one forward pass) or ``generate``.
     :param pairwise: pairwise tournament, both A/B orders per pair.
+    :param pointwise: one verdict (correct: yes / no) per candidate; default: on for the
+        world judge (the format it was trained on), off for the others.
     :param permutations: listwise candidate orders to judge and aggregate (Borda).
     :param context: ``narrative``, ``none`` or ``gold`` (upper-bound diagnostic).
     :param n_clips: clips per narrative (VLM-RLAIF: 3).
@@ -511,7 +563,8 @@ def build_llm_judge(
         {labels}`` and optionally ``{instruction}``.
     :param timeout, retries, concurrency: per-request seconds, retries on timeouts /
         5xx / connection errors, parallel requests (endpoint judges only).
-    :param on_failure: ``skip`` (failed ranking, zero advantage) or ``tie`` (all tied).
+    :param on_failure: ``skip`` (failed ranking, empty order) or ``tie`` (all tied, still
+        marked failed: losses leave it out either way).
     :param seed: seeds the permutations.
     :param cache: cache endpoint replies (in the run store, else in the cache dir).
     :param device: where a local judge model runs (``cpu``, ``cuda``, ``cuda:1``...).
@@ -527,6 +580,15 @@ def build_llm_judge(
                 request_cache = JsonlRequestCache(cache_root() / "judges" / "requests.jsonl")
         backend: Any = OpenAIChatBackend(judge_url, model, api_key_env=api_key_env, timeout=timeout,
                                          retries=retries, concurrency=concurrency, cache=request_cache)
+    elif judge == "world":
+        from rlaif.plugins.oracles.world_judge import WorldJudgeBackend, cached_world_judge
+
+        if not callable(getattr(benchmark, "fresh_scenes", None)):
+            raise OracleError(f"llm-judge judge='world' is trained on the benchmark's fresh scenes and benchmark "
+                              f"{getattr(benchmark, 'name', benchmark)!r} has none; pass judge='smollm2', "
+                              "'self', 'openai' or a model directory")
+        backend = WorldJudgeBackend(cached_world_judge(benchmark, seed=0), device=device)
+        pointwise = True if pointwise is None else pointwise
     elif judge == "smollm2":
         backend = LocalHFBackend.smollm2(device=device)
     elif judge == "self":
@@ -535,6 +597,7 @@ def build_llm_judge(
         backend = PolicyJudgeBackend(policy)
     else:
         backend = LocalHFBackend(judge, device=device)
-    return LLMJudgeOracle(backend, mode=mode, pairwise=pairwise, permutations=permutations, context=context,
+    return LLMJudgeOracle(backend, mode=mode, pairwise=pairwise, pointwise=bool(pointwise),
+                          permutations=permutations, context=context,
                           n_clips=n_clips, template=template, on_failure=on_failure, seed=seed,
                           max_new_tokens=max_new_tokens, benchmark=benchmark, policy=policy, store=store)

@@ -28,9 +28,8 @@ def test_advantages_from_scores_ranks_and_failures(build):
         build.ranking(1, [1, 2, 0]),  # rank-only: scores (0, 1, 0.5) by (G-1-pos)/(G-1)
         build.failed(2),
     ]
-    adv, failed = GRPOLoss().advantages(make_batch(build, rankings))
+    adv = GRPOLoss().advantages(make_batch(build, rankings))
     assert adv == pytest.approx([-S, 0.0, S, -S, S, 0.0, 0.0, 0.0], abs=1e-5)
-    assert failed == 1
 
 
 def test_tied_scores_give_zero_advantages(build):
@@ -39,7 +38,7 @@ def test_tied_scores_give_zero_advantages(build):
         build.ranking(1, [0, 1, 2], ties=[[0, 1, 2]]),
         build.failed(2),
     ]
-    adv, _ = GRPOLoss().advantages(make_batch(build, rankings))
+    adv = GRPOLoss().advantages(make_batch(build, rankings))
     assert adv == [0.0] * 8
 
 
@@ -49,8 +48,9 @@ def test_same_objective_as_grpo_rank(build):
     loss, metrics = GRPOLoss()(batch)
     t = batch.tensors
     adv = torch.tensor([-S, 0.0, S, -S, S, 0.0, 0.0, 0.0], dtype=torch.float64)
+    valid = torch.tensor([True] * 6 + [False] * 2)  # the failed group is left out
     expected, _ = grpo_rank_loss(
-        t["logprobs"], t["old_logprobs"], t["ref_logprobs"], t["mask"], adv, 0.2, 0.04
+        t["logprobs"], t["old_logprobs"], t["ref_logprobs"], t["mask"], adv, 0.2, 0.04, valid=valid
     )
     assert loss.item() == pytest.approx(expected.item(), abs=1e-6)
     assert metrics["groups_failed"] == 1.0

@@ -100,8 +100,8 @@ def test_loss_class_matches_pure_function(build):
     loss_fn = GRPORankLoss()
     loss, metrics = loss_fn(batch)
     expected_adv = rank_advantages([1, 2, 0]) + [0.0, 0.0]
-    adv, failed = loss_fn.advantages(batch)
-    assert adv == pytest.approx(expected_adv) and failed == 1
+    adv = loss_fn.advantages(batch)
+    assert adv == pytest.approx(expected_adv)
     t = batch.tensors
     ref_loss, _ = grpo_rank_loss(
         t["logprobs"],
@@ -109,11 +109,12 @@ def test_loss_class_matches_pure_function(build):
         t["ref_logprobs"],
         t["mask"],
         torch.tensor(expected_adv, dtype=torch.float64),
+        valid=torch.tensor([True, True, True, False, False]),
     )
     assert loss.item() == pytest.approx(ref_loss.item(), abs=1e-12)
     assert metrics["groups_failed"] == 1.0
     assert metrics["adv_mean"] == pytest.approx(0.0, abs=1e-12)
-    assert metrics["adv_abs_mean"] == pytest.approx(sum(abs(a) for a in expected_adv) / 5)
+    assert metrics["adv_abs_mean"] == pytest.approx(sum(abs(a) for a in expected_adv) / 3)  # ranked rollouts
     assert set(metrics) >= {"loss", "pg_loss", "kl", "clip_frac", "adv_mean", "adv_abs_mean", "groups_failed"}
     assert all(isinstance(v, float) for v in metrics.values())
 
@@ -195,11 +196,11 @@ def test_pred_vs_oracle_is_flagged_experimental(build):
     with pytest.warns(ExperimentalWarning):
         loss_fn = GRPORankLoss(mode="pred_vs_oracle")
     batch = make_batch(build)
-    adv, failed = loss_fn.advantages(batch)
+    adv = loss_fn.advantages(batch)
     # sequence log-probs (old_logprobs summed over the mask): -1.8, -1.7, -3.6, so the
     # policy ranks 1 > 0 > 2 while the oracle says 2 > 0 > 1. delta = 1 - g(r_hat)/g(r):
     # (0, 1 - 1/0.5, 1 - 0.5/1) = (0, -1, 0.5), mean -1/6 -> A = (-1/6, 5/6, -2/3)
-    assert failed == 1 and adv[3:] == [0.0, 0.0]
+    assert adv[3:] == [0.0, 0.0]
     assert adv[:3] == pytest.approx([-1 / 6, 5 / 6, -2 / 3])
     with warnings.catch_warnings():
         warnings.simplefilter("error")
