@@ -5,15 +5,17 @@ bound an AI judge is compared with in ``rlaif oracle check``.
 Order: higher ``benchmark.item_score`` first; among equal scores, the tie-break
 (option ``tie_break``):
 
-- ``formed-length`` (default): well-formed answers (the policy emitted end-of-sequence)
-  before truncated ones, then shorter before longer (a correct short answer beats a
-  correct rambling one);
-- ``formed``: well-formed before truncated only;
-- ``none``: equal scores stay tied.
+- ``none`` (default): equal scores stay tied, so the ranking carries exactly what the
+  scores carry and every loss -- rank losses (``grpo-rank``, ``dpo``) and score losses
+  (``grpo``, ``ppo``) alike -- gets the same preference information;
+- ``formed``: well-formed answers (the policy emitted end-of-sequence) before truncated
+  ones;
+- ``formed-length``: well-formed first, then shorter before longer.
 
 Candidates equal on every key in use are reported as ties (they share a rank gain in
-``grpo-rank``). A finer tie-break gives a rank loss more ordered pairs, but among wrong
-answers the order it adds (shorter first) is not about correctness.
+``grpo-rank``). The finer tie-breaks are opt-in because only the rank losses see them: in
+an all-wrong group ``formed-length`` tells ``grpo-rank`` and ``dpo`` that a shorter wrong
+answer is better, a length prior that ``grpo`` and ``ppo`` (reading the scores) never get.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from typing import Any
 from rlaif.core.errors import OracleError
 from rlaif.core.records import Group, Ranking
 
-TIE_BREAKS = ("formed-length", "formed", "none")
+TIE_BREAKS = ("none", "formed", "formed-length")
 RATIONALES = {"formed-length": "score, then well-formed, then shorter", "formed": "score, then well-formed",
               "none": "score"}
 
@@ -34,7 +36,7 @@ class GroundTruthOracle:
     needs_context = False
     needs_reference = True
 
-    def __init__(self, benchmark: Any = None, tie_break: str = "formed-length") -> None:
+    def __init__(self, benchmark: Any = None, tie_break: str = "none") -> None:
         if tie_break not in TIE_BREAKS:
             raise OracleError(f"tie_break must be one of {', '.join(TIE_BREAKS)}, got {tie_break!r}")
         if benchmark is None or not getattr(benchmark, "has_ground_truth", False):

@@ -44,6 +44,21 @@ def test_score_first_then_the_tie_break(world: Any, tie_break: str, order: list[
     assert ranking.scores == [0.0, 1.0, 0.0, 0.0, 1.0]
 
 
+def test_default_ranking_carries_only_what_the_scores_carry(world: Any) -> None:
+    """No hidden length prior: by default the order adds nothing to the scores, so a rank
+    loss sees the same preferences as a score loss (all wrong answers tied, whatever
+    their length or whether they finished)."""
+    from rlaif.core.records import Ranking
+
+    group, _ = counting_group(world)
+    (ranking,) = GroundTruthOracle(world).rank([group])
+    assert ranking.scores is not None
+    assert ranking.tie_groups() == Ranking.from_scores("p", "o", ranking.scores).tie_groups()
+    wrong_only = replace(group, rollouts=[r for r in group.rollouts if r.index in (0, 2, 3)])
+    (all_wrong,) = GroundTruthOracle(world).rank([wrong_only])
+    assert all_wrong.tie_groups() == [[0, 1, 2]]
+
+
 def test_prompt_without_reference_is_a_recorded_failure(world: Any) -> None:
     group, _ = counting_group(world)
     (ranking,) = GroundTruthOracle(world).rank([replace(group, prompt=replace(group.prompt, reference=None))])
@@ -51,7 +66,7 @@ def test_prompt_without_reference_is_a_recorded_failure(world: Any) -> None:
 
 
 def test_unknown_tie_break_and_benchmark_without_ground_truth_are_refused(world: Any) -> None:
-    with pytest.raises(OracleError, match="tie_break must be one of formed-length, formed, none"):
+    with pytest.raises(OracleError, match="tie_break must be one of none, formed, formed-length"):
         GroundTruthOracle(world, tie_break="longest")
     with pytest.raises(OracleError, match="needs a benchmark with ground truth"):
         GroundTruthOracle(benchmark=None)
