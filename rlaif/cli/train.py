@@ -64,8 +64,8 @@ def eval_command(
     baselines: bool = typer.Option(True, "--baselines/--no-baselines", help="Also score single-frame/random."),
     out: Optional[Path] = typer.Option(None, "--out", help="Write DIR/items.jsonl (per-item answers and "
                                        "scores) and DIR/metrics.json."),
-    compare: Optional[tuple[Path, Path]] = typer.Option(None, "--compare", help="Compare two evaluations item "
-                                                        "by item instead (runs, --out dirs or .jsonl files)."),
+    compare: Optional[tuple[Path, Path]] = typer.Option(
+        None, "--compare", help="Compare two evaluations item by item instead (runs, --out dirs or .jsonl files)."),
     metric: str = typer.Option("correct", "--metric", help="With --compare: correct (as acc/all) or score."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
 ) -> None:

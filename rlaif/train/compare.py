@@ -27,12 +27,14 @@ def paired_bootstrap(a: Sequence[float], b: Sequence[float], n: int = 10000, see
     numpy's generator seeded by ``seed``. ``a[i]`` and ``b[i]`` must be the same item."""
     import numpy as np
 
+    if len(a) != len(b) or not len(a):
+        raise ValueError(f"paired_bootstrap needs two equally long, non-empty sequences; "
+                         f"got {len(a)} and {len(b)}")
     diff = np.asarray(b, dtype=np.float64) - np.asarray(a, dtype=np.float64)  # [items]
-    if diff.ndim != 1 or len(a) != len(b) or not len(diff):
-        raise ValueError(f"paired_bootstrap needs two equally long, non-empty sequences; got {len(a)} and {len(b)}")
     rng = np.random.default_rng(seed)
-    means = np.concatenate([diff[rng.integers(0, len(diff), size=(min(_CHUNK, n - start), len(diff)))].mean(axis=1)
-                            for start in range(0, n, _CHUNK)])  # [n]
+    means = np.concatenate([  # [n], one [chunk, items] block of indices in memory at a time
+        diff[rng.integers(0, len(diff), size=(min(_CHUNK, n - start), len(diff)))].mean(axis=1)
+        for start in range(0, n, _CHUNK)])
     tail = (1.0 - level) / 2 * 100
     lo, hi = np.percentile(means, [tail, 100 - tail])
     return float(diff.mean()), float(lo), float(hi)
@@ -61,8 +63,8 @@ def compare_items(a: Sequence[ItemResult], b: Sequence[ItemResult], *, metric: s
     by_id = {item.prompt_id: item for item in b}
     pairs = [(item, by_id[item.prompt_id]) for item in a if item.prompt_id in by_id]
     if not pairs:
-        raise UsageError("the two evaluations share no items (no common prompt_id); evaluate both on the same "
-                         "split and items")
+        raise UsageError("the two evaluations share no items (no common prompt_id); "
+                         "evaluate both on the same split and items")
     groups: dict[str, list[tuple[ItemResult, ItemResult]]] = {"all": pairs}
     for pair in pairs:
         groups.setdefault(pair[0].qtype, []).append(pair)

@@ -119,8 +119,8 @@ def evaluate_items(policy: Any, benchmark: Any, split: str = "test", limit: int 
         short = [i for i, p in enumerate(prompts) if p.qtype not in LONG_QTYPES]
         with torch.no_grad(), torch.random.fork_rng():
             torch.manual_seed(seed)
-            texts = sampled_answers(policy, [prompts[i] for i in short], samples or k, temperature=temperature,
-                                    batch_size=batch_size, max_new_tokens=max_new_tokens)
+            texts = sampled_answers(policy, [prompts[i] for i in short], samples or k,
+                                    temperature=temperature, batch_size=batch_size, max_new_tokens=max_new_tokens)
         sampled = dict(zip(short, texts, strict=True))
     items = [_item_result(benchmark, prompt, answer, sampled.get(i), k) for i, (prompt, answer)
              in enumerate(zip(prompts, answers, strict=True))]
@@ -134,11 +134,13 @@ def evaluate_policy(policy: Any, benchmark: Any, split: str = "test", limit: int
                     seed: int = 0) -> dict[str, float]:
     """The metrics of :func:`evaluate_items`: e.g. ``acc/all``, ``acc/short``,
     ``acc/<qtype>``, ``score/describe``."""
-    return evaluate_items(policy, benchmark, split, limit, batch_size=batch_size, max_new_tokens=max_new_tokens,
-                          long_max_new_tokens=long_max_new_tokens, seed=seed).metrics
+    return evaluate_items(policy, benchmark, split, limit, batch_size=batch_size,
+                          max_new_tokens=max_new_tokens, long_max_new_tokens=long_max_new_tokens,
+                          seed=seed).metrics
 
 
-def _item_result(benchmark: Any, prompt: Prompt, answer: str, samples: list[str] | None, k: int) -> ItemResult:
+def _item_result(benchmark: Any, prompt: Prompt, answer: str, samples: list[str] | None,
+                 k: int) -> ItemResult:
     """``correct`` is the item's ``acc/all`` scored alone, so it agrees with the metrics
     table by construction; a benchmark whose table has no ``acc/all`` falls back to a
     full ``item_score``. A sample is right when ``item_score`` gives it 1; the majority

@@ -1,4 +1,4 @@
-"""``rlaif sft`` argument checks that must fail before anything is built or written."""
+"""``rlaif sft`` and ``rlaif eval`` argument checks that must fail with one line, before anything is built."""
 
 from __future__ import annotations
 
@@ -18,3 +18,14 @@ def test_non_default_recipe_without_out_is_refused(args: list[str], tmp_path: Pa
     assert result.exit_code == 2
     assert "pass --out DIR" in result.output and len(result.output.strip().splitlines()) == 1
     assert not (tmp_path / "cache").exists()  # refused before building anything
+
+
+def test_compare_without_items_or_overlap_is_one_line_error(tmp_path: Path) -> None:
+    from rlaif.train.evaluate import ItemResult, run_items_path, write_items
+
+    write_items(run_items_path(tmp_path / "a", 0), [ItemResult("p1", "counting", "two", 1.0, True)])
+    write_items(tmp_path / "b" / "items.jsonl", [ItemResult("p2", "counting", "two", 1.0, True)])
+    for args, message in ((["a", "empty"], "no per-item evaluation results"), (["a", "b"], "share no items")):
+        result = CliRunner().invoke(app, ["eval", "--compare", *(str(tmp_path / a) for a in args)])
+        assert result.exit_code == 2 and message in result.output, result.output
+        assert len(result.output.strip().splitlines()) == 1
