@@ -182,6 +182,13 @@ def gather_context(groups: list[Group], oracle: Any, context_fn: Callable[[Promp
     return [replace(g, context=context_fn(g.prompt)) for g in groups]
 
 
+def policy_version(step: int, config: RunConfig) -> int:
+    """Optimizer steps taken before step ``step`` (1-based) samples: each earlier step made
+    ``inner_epochs`` of them (:func:`update_policy`). A formula, not a counter, so a
+    resumed run stamps its rollouts exactly as an uninterrupted one does."""
+    return (step - 1) * config.run.inner_epochs
+
+
 def sample_step(step: int, prompts: list[Prompt], comp: Components, config: RunConfig,
                 context_fn: Callable[[Prompt], str] | None = None, precision: Precision | None = None) -> StepData:
     """Sample G candidates per prompt and have the oracle rank them."""
@@ -196,6 +203,8 @@ def sample_step(step: int, prompts: list[Prompt], comp: Components, config: RunC
     with torch.no_grad(), (precision or Precision()).autocast():
         candidates = comp.policy.generate(prompts, run.group_size, max_new_tokens=run.max_new_tokens,
                                           temperature=run.temperature)
+    version = policy_version(step, config)
+    candidates = [[replace(r, policy_version=version) for r in rs] for rs in candidates]
     sampled = time.perf_counter()
     groups = [Group(visible_prompt(p, comp.oracle), rs) for p, rs in zip(prompts, candidates, strict=True)]
     groups = gather_context(groups, comp.oracle, context_fn)

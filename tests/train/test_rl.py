@@ -140,6 +140,20 @@ def test_run_kill_resume_matches_uninterrupted_run_and_replay(tiny: dict[str, Pa
     assert (full / "curves.png").stat().st_size > 1000, plot.stdout
 
 
+def test_policy_version_counts_optimizer_steps(tiny: dict[str, Path]) -> None:
+    """Rollouts sampled at step s carry the optimizer steps taken before it: (s - 1) *
+    inner_epochs."""
+    config = tiny["root"] / "versions.toml"
+    config.write_text(tiny["config"].read_text().replace("steps = 6\n", "steps = 3\ninner_epochs = 2\n", 1))
+    run_dir = tiny["root"] / "versions"
+    run_cli(tiny, "run", "--config", str(config), "--run-dir", str(run_dir), "--no-progress")
+    from rlaif.core.store import RunStore
+
+    with RunStore(run_dir, readonly=True) as store:
+        versions = {s: {r.policy_version for r in store.iter_shard("rollouts", "main", s)} for s in (1, 2, 3)}
+    assert versions == {1: {0}, 2: {2}, 3: {4}}
+
+
 def free_port() -> int:
     """A port nothing listens on now (a fixed one may still be held by an earlier run)."""
     import socket
@@ -203,6 +217,9 @@ def test_every_loss_runs_end_to_end(tiny: dict[str, Path], loss: str) -> None:
 
     rows = [r for r in csv.DictReader((run_dir / "metrics.csv").open()) if r.get("loss")]
     assert len(rows) == 2 and all(r["loss"] not in ("", "nan") for r in rows)
+    # Per-item results of every evaluation beside the run (eval_items = 8), for `rlaif eval --compare`.
+    assert sorted(p.name for p in (run_dir / "eval").glob("*.jsonl")) == ["step-000000.jsonl", "step-000002.jsonl"]
+    assert len((run_dir / "eval" / "step-000002.jsonl").read_text().splitlines()) == 8
     if loss == "ppo":  # the value head exists before the optimizer, so it trains from its zero init
         from safetensors.torch import load_file
 
