@@ -54,10 +54,17 @@ class VideoRef(Record):
     fps: float | None = None
 
 
+#: ``Prompt.meta`` keys an oracle that does not declare ``needs_reference`` may read: how
+#: to look at the video, never what is in it. An allow-list, so a benchmark's new
+#: annotation (a caption, an answer's length, ...) stays private until listed here.
+PUBLIC_META_KEYS: frozenset[str] = frozenset({"split", "frame_range", "frame_indices", "frame_jitter"})
+
+
 @dataclass(frozen=True)
 class Prompt(Record):
     """One question about one video. ``reference`` is ground truth, shown only to oracles
-    whose ``needs_reference`` is true; ``qtype`` names the question type for scoring."""
+    whose ``needs_reference`` is true; ``qtype`` names the question type for scoring.
+    ``meta`` may hold annotations; only its :data:`PUBLIC_META_KEYS` reach other oracles."""
 
     SCHEMA: ClassVar[str] = "prompt/1"
     prompt_id: str

@@ -32,9 +32,9 @@ from pathlib import Path
 from typing import Any
 
 from rlaif.core.config import RunConfig
-from rlaif.core.errors import StoreError, UsageError
+from rlaif.core.errors import OracleError, StoreError, UsageError
 from rlaif.core.protocols import RankedBatch
-from rlaif.core.records import Group, Prompt, Ranking, Rollout, RunInfo
+from rlaif.core.records import PUBLIC_META_KEYS, Group, Prompt, Ranking, Rollout, RunInfo
 from rlaif.core.registry import Registry
 from rlaif.train.precision import Precision
 
@@ -88,11 +88,57 @@ def select_prompts(pool: Sequence[Prompt], step: int, seed: int, k: int) -> list
 
 
 def visible_prompt(prompt: Prompt, oracle: Any) -> Prompt:
-    """Hide ground truth from oracles that did not ask for it."""
+    """Hide ground truth from oracles that did not ask for it: no reference, and of
+    ``meta`` only the allow-listed :data:`~rlaif.core.records.PUBLIC_META_KEYS` (gold
+    narratives, clip captions and answer lengths all reveal answers)."""
     if getattr(oracle, "needs_reference", False):
         return prompt
-    meta = {k: v for k, v in prompt.meta.items() if not k.startswith("gold")}
+    meta = {k: v for k, v in prompt.meta.items() if k in PUBLIC_META_KEYS}
     return replace(prompt, reference=None, meta=meta)
+
+
+class OracleBenchmarkView:
+    """What an oracle is handed instead of the benchmark.
+
+    Any oracle may decode frames (to caption clips, or count them) and read the
+    benchmark's ``name`` and ``has_ground_truth``. The rest -- ``item_score``,
+    ``narrative``, ``prompts``, annotations -- is ground truth, and opens only when the
+    built oracle declares ``needs_reference`` (:func:`build_oracle` calls :meth:`grant`);
+    before that, reading it is a loud :class:`~rlaif.core.errors.OracleError`, not a quiet
+    leak. The gate is checked on use because ``needs_reference`` is known only once an
+    oracle is built from its options (``llm-judge context="gold"`` declares it)."""
+
+    def __init__(self, benchmark: Any) -> None:
+        self._benchmark = benchmark
+        self._granted = False
+        self.name = getattr(benchmark, "name", type(benchmark).__name__)
+        self.has_ground_truth = bool(getattr(benchmark, "has_ground_truth", False))
+
+    def frames(self, video: Any, n_frames: int | None = None) -> Any:
+        return self._benchmark.frames(video, n_frames)
+
+    def grant(self) -> None:
+        self._granted = True
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        if not self._granted:
+            raise OracleError(f"an oracle read benchmark.{name} (ground truth) without declaring "
+                              "needs_reference; declare it, or use only frames()")
+        return getattr(self._benchmark, name)
+
+
+def build_oracle(registry: Registry, config: RunConfig, benchmark: Any, *, policy: Any = None,
+                 store: Any = None) -> Any:
+    """The configured oracle, wired to an :class:`OracleBenchmarkView` of ``benchmark``
+    that opens its ground truth only if the oracle declares ``needs_reference``."""
+    choice = config.choice("oracle")
+    view = OracleBenchmarkView(benchmark)
+    oracle = registry.build("oracle", choice.name, choice.options, benchmark=view, policy=policy, store=store)
+    if getattr(oracle, "needs_reference", False):
+        view.grant()
+    return oracle
 
 
 def pad_rows(rows: Sequence[Sequence[float]], length: int, value: float = 0.0) -> Any:
@@ -125,8 +171,7 @@ def build_components(config: RunConfig, registry: Registry, *, store: Any = None
         policy_options["path"] = policy_path
     policy = registry.build("policy", choice("policy").name, policy_options, benchmark=benchmark,
                             seed=config.run.seed)
-    oracle = registry.build("oracle", choice("oracle").name, choice("oracle").options, benchmark=benchmark,
-                            policy=policy, store=store)
+    oracle = build_oracle(registry, config, benchmark, policy=policy, store=store)
     loss = registry.build("loss", choice("loss").name, choice("loss").options)
     return Components(benchmark, policy, oracle, loss)
 

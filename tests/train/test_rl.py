@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from rlaif import hookimpl
+
 pytestmark = pytest.mark.integration
 
 WORLD = {"n_sft": 24, "n_rl": 24, "n_test": 12, "min_frames": 16, "max_frames": 24, "progress": False}
@@ -225,3 +227,71 @@ def test_every_loss_runs_end_to_end(tiny: dict[str, Path], loss: str) -> None:
 
         head = load_file(str(run_dir / "policy" / "value_head.safetensors"))
         assert any(float(t.abs().sum()) > 0 for t in head.values()), head
+
+
+# --------------------------------------------------------------------------- ground truth only where declared
+class PeekingOracle:
+    """A throw-away oracle that keeps whatever benchmark it is handed and declares no
+    need for ground truth."""
+
+    name = "peeking"
+    needs_context = False
+    needs_reference = False
+
+    def __init__(self, benchmark: object = None) -> None:
+        self.benchmark = benchmark
+
+
+class PeekingPlugin:
+    @hookimpl
+    def rlaif_register_oracles(self, register):  # type: ignore[no-untyped-def]
+        register("peeking", f"{__name__}:PeekingOracle", description="test oracle")
+
+
+@pytest.fixture(scope="module")
+def small_world(tmp_path_factory: pytest.TempPathFactory) -> object:
+    from rlaif.plugins.benchmarks.video_world import VideoWorld
+
+    return VideoWorld(root=str(tmp_path_factory.mktemp("world")), seed=0, n_sft=1, n_rl=2, n_test=0, progress=False)
+
+
+def test_visible_prompt_hides_every_gold_field(small_world: object) -> None:
+    from rlaif.core.records import PUBLIC_META_KEYS
+    from rlaif.plugins.oracles.ground_truth import GroundTruthOracle
+    from rlaif.train.rl import visible_prompt
+
+    for prompt in small_world.prompts("rl"):  # type: ignore[attr-defined]
+        shown = visible_prompt(prompt, PeekingOracle())
+        assert shown.reference is None and set(shown.meta) <= PUBLIC_META_KEYS
+        text = json.dumps(shown.to_dict())
+        for caption in prompt.meta["clip_captions"]:
+            assert caption not in text
+        assert prompt.meta["gold_narrative"] not in text and "answer_words" not in text
+        assert visible_prompt(prompt, GroundTruthOracle(small_world)) == prompt
+
+
+def test_only_oracles_declaring_needs_reference_read_the_benchmark(small_world: object) -> None:
+    from rlaif.core.config import ComponentChoice, RunConfig
+    from rlaif.core.errors import OracleError
+    from rlaif.core.records import Group, Rollout
+    from rlaif.core.registry import Registry, load_plugins
+    from rlaif.train.rl import build_oracle
+
+    prompt = small_world.prompts("rl")[0]  # type: ignore[attr-defined]
+    registry = Registry()
+    registry.add_plugin(PeekingPlugin(), "peeking-test")
+    config = RunConfig()
+    config.components["oracle"] = ComponentChoice("peeking", {})
+    peeking = build_oracle(registry, config, small_world)
+    assert peeking.benchmark is not small_world
+    assert len(peeking.benchmark.frames(prompt.video, 4)) == 4  # frames are for everyone
+    for read in (lambda b: b.item_score(prompt, "red"), lambda b: b.narrative(prompt.video),
+                 lambda b: b.prompts("rl")):
+        with pytest.raises(OracleError, match="needs_reference"):
+            read(peeking.benchmark)
+
+    config.components["oracle"] = ComponentChoice("ground-truth", {})
+    truth = build_oracle(load_plugins(), config, small_world)
+    rollouts = [Rollout(prompt.prompt_id, 0, prompt.reference or ""), Rollout(prompt.prompt_id, 1, "no idea")]
+    (ranking,) = truth.rank([Group(prompt, rollouts)])
+    assert ranking.order == [0, 1] and ranking.scores == [1.0, 0.0]
