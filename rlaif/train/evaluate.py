@@ -143,10 +143,10 @@ def _item_result(benchmark: Any, prompt: Prompt, answer: str, samples: list[str]
                  k: int) -> ItemResult:
     """``correct`` is the item's ``acc/all`` scored alone, so it agrees with the metrics
     table by construction; a benchmark whose table has no ``acc/all`` falls back to a
-    full ``item_score``. A sample is right when ``item_score`` gives it 1; the majority
-    groups answers by the benchmark's ``normalize_answer`` when it has one (else
+    full :func:`item_score`. A sample is right when it scores 1; the majority groups
+    answers by the benchmark's ``normalize_answer`` when it has one (else
     :func:`plain_normalize`)."""
-    score = float(benchmark.item_score(prompt, answer))
+    score = item_score(benchmark, prompt, answer)
     alone = benchmark.score([prompt], [answer]).get("acc/all")
     correct = bool(score >= 1.0 if alone is None else alone >= 1.0)
     if samples is None:
@@ -215,8 +215,16 @@ def sampling_metrics(items: Sequence[ItemResult], k: int) -> dict[str, float]:
     return metrics
 
 
+def item_score(benchmark: Any, prompt: Prompt, answer: str) -> float:
+    """``benchmark.item_score``; a minimal benchmark without one (only ``score``) gets
+    the item's ``acc/all`` scored alone, so any benchmark keeps per-item results."""
+    if hasattr(benchmark, "item_score"):
+        return float(benchmark.item_score(prompt, answer))
+    return float(benchmark.score([prompt], [answer]).get("acc/all", 0.0))
+
+
 def _is_right(benchmark: Any, prompt: Prompt, answer: str) -> bool:
-    return float(benchmark.item_score(prompt, answer)) >= 1.0
+    return item_score(benchmark, prompt, answer) >= 1.0
 
 
 # --------------------------------------------------------------------------- per-item files
