@@ -31,14 +31,22 @@ class Encoder(Protocol):
 
 @runtime_checkable
 class Policy(Protocol):
-    """A video-language model that samples answers and scores given answers."""
+    """A video-language model that samples answers and scores given answers.
+
+    One temperature: ``generate(..., temperature=T)`` records each sampled token's
+    log-prob under the distribution it was drawn from, ``log_softmax(logits / T)``
+    (top-p changes which tokens can be drawn, not the recorded log-probs), and
+    ``forward_responses(..., temperature=T)`` recomputes exactly those. The RL loop passes
+    the run's sampling temperature to every ``forward_responses`` call -- current, old and
+    reference log-probs alike -- so the clipped ratio and the KL compare one distribution.
+    """
 
     name: str
 
     def generate(
         self, prompts: Sequence[Prompt], n: int, *, max_new_tokens: int = 32, temperature: float = 1.0
     ) -> list[list[Rollout]]:
-        """Sample ``n`` candidates per prompt with per-token log-probs."""
+        """Sample ``n`` candidates per prompt with per-token log-probs at ``temperature``."""
         ...
 
     def logprobs(self, prompts: Sequence[Prompt], rollouts: Sequence[Rollout]) -> Any:
@@ -46,8 +54,9 @@ class Policy(Protocol):
         ...
 
     def forward_responses(self, prompts: Sequence[Prompt], rollouts: Sequence[Rollout], *,
-                          with_values: bool = False, **outputs: bool) -> dict[str, Any]:
-        """What the RL update differentiates: ``logprobs`` and ``mask`` ``[B, L]``, with grad;
+                          with_values: bool = False, temperature: float = 1.0, **outputs: bool) -> dict[str, Any]:
+        """What the RL update differentiates: ``logprobs`` ``[B, L]`` under ``logits /
+        temperature`` (as :meth:`generate` records them) and ``mask`` ``[B, L]``, with grad;
         ``values`` ``[B, L]`` (a value head) when ``with_values``; ``entropies`` ``[B, L]``
         when called with ``with_entropies=True`` (asked only when a loss needs them)."""
         ...

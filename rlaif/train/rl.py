@@ -274,13 +274,15 @@ def micro_batches(rows: int, grad_accum: int) -> list[slice]:
 
 
 def score_rollouts(policy: Any, prompts: Sequence[Prompt], rollouts: Sequence[Rollout], needs: frozenset[str] | set[str],
-                   chunks: Sequence[slice] | None = None) -> dict[str, Any]:
+                   chunks: Sequence[slice] | None = None, *, temperature: float = 1.0) -> dict[str, Any]:
     """``policy.forward_responses`` with the outputs ``needs`` asks for (``values``,
-    ``entropies``); with ``chunks``, one forward per row range, right-padded with zeros
-    (mask 0) to the batch's response length and stacked, as one call would return them."""
+    ``entropies``) at the sampling ``temperature`` (the ``Policy`` protocol's one-temperature
+    rule: the stored log-probs are under ``logits / temperature`` too); with ``chunks``,
+    one forward per row range, right-padded with zeros (mask 0) to the batch's response
+    length and stacked, as one call would return them."""
     import torch
 
-    extra: dict[str, Any] = {"with_values": "values" in needs}
+    extra: dict[str, Any] = {"with_values": "values" in needs, "temperature": temperature}
     if "entropies" in needs:
         extra["with_entropies"] = True  # only asked for, so a policy without entropies still fits
     if chunks is None or len(chunks) == 1:
@@ -291,22 +293,26 @@ def score_rollouts(policy: Any, prompts: Sequence[Prompt], rollouts: Sequence[Ro
                             for part in parts]) for key in parts[0]}
 
 
-def loss_tensors(data: StepData, comp: Components, chunks: Sequence[slice] | None = None,
+def loss_tensors(data: StepData, comp: Components, config: RunConfig, chunks: Sequence[slice] | None = None,
                  precision: Precision | None = None) -> dict[str, Any]:
-    """The tensors every inner epoch reuses: reference log-probs and old values."""
+    """The tensors every inner epoch reuses: reference log-probs and old values (at the
+    run's sampling temperature, like the stored log-probs)."""
     import torch
 
     needs = comp.loss.needs
     precision = precision or Precision()
+    temperature = config.run.temperature
     prompts = [g.prompt for g in data.groups for _ in g.rollouts]
     rollouts = [r for g in data.groups for r in g.rollouts]
     tensors: dict[str, Any] = {}
     with torch.no_grad(), precision.autocast():
         if "ref_logprobs" in needs:
             with comp.policy.adapters_disabled():
-                tensors["ref_logprobs"] = score_rollouts(comp.policy, prompts, rollouts, set(), chunks)["logprobs"]
+                tensors["ref_logprobs"] = score_rollouts(comp.policy, prompts, rollouts, set(), chunks,
+                                                         temperature=temperature)["logprobs"]
         if "old_values" in needs:
-            tensors["old_values"] = score_rollouts(comp.policy, prompts, rollouts, {"values"}, chunks)["values"]
+            tensors["old_values"] = score_rollouts(comp.policy, prompts, rollouts, {"values"}, chunks,
+                                                   temperature=temperature)["values"]
     tensors["finished"] = torch.tensor([r.finished for r in rollouts], dtype=torch.bool)  # [B*G]
     return tensors
 
@@ -332,25 +338,26 @@ def update_policy(data: StepData, comp: Components, optimizer: Any, config: RunC
     prompts = [g.prompt for g in data.groups for _ in g.rollouts]
     rollouts = [r for g in data.groups for r in g.rollouts]
     chunks = micro_batches(len(rollouts), config.run.grad_accum)
-    fixed = loss_tensors(data, comp, chunks, precision)
+    temperature = config.run.temperature  # the distribution the stored log-probs are under
+    fixed = loss_tensors(data, comp, config, chunks, precision)
     params = list(comp.policy.trainable_parameters())
     metrics: dict[str, float] = {}
     for _ in range(config.run.inner_epochs):
         optimizer.zero_grad(set_to_none=False)
         if len(chunks) == 1:
             with precision.autocast():
-                out = score_rollouts(comp.policy, prompts, rollouts, needs)
+                out = score_rollouts(comp.policy, prompts, rollouts, needs, temperature=temperature)
             loss, metrics = comp.loss(ranked_batch(data, fixed, out, rollouts))
             precision.backward(loss)
         else:
             with torch.no_grad(), precision.autocast():
-                out = score_rollouts(comp.policy, prompts, rollouts, needs, chunks)
+                out = score_rollouts(comp.policy, prompts, rollouts, needs, chunks, temperature=temperature)
             leaves = {k: v.detach().requires_grad_() for k, v in out.items() if k in GRAD_OUTPUTS}
             loss, metrics = comp.loss(ranked_batch(data, fixed, {**out, **leaves}, rollouts))
             precision.backward(loss)  # fills leaves[k].grad: d loss / d output, scaled like the loss
             for chunk in chunks:
                 with precision.autocast():
-                    part = score_rollouts(comp.policy, prompts[chunk], rollouts[chunk], needs)
+                    part = score_rollouts(comp.policy, prompts[chunk], rollouts[chunk], needs, temperature=temperature)
                 pairs = [(part[k], leaf.grad[chunk, : part[k].shape[1]]) for k, leaf in leaves.items()
                          if leaf.grad is not None and part[k].requires_grad]
                 if pairs:

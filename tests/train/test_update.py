@@ -198,3 +198,44 @@ def test_accelerate_launch_precision_applies_when_the_run_leaves_it_unset(
     assert Precision.for_policy("fp16", policy).dtype == torch.float16  # the run's own setting wins
     monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "no")
     assert Precision.for_policy("no", policy).dtype is None
+
+
+def tiny_video_policy(directory: Path) -> Any:
+    """A small real ``tiny-video-lm`` (random encoder, 2-layer LM) on blank frames."""
+    import numpy as np
+
+    from rlaif.plugins.encoders.tiny_conv import TinyConvEncoder
+    from rlaif.plugins.policies.tiny_lm import (
+        load_world_tokenizer,
+        new_tiny_lm,
+        tiny_lm_config,
+        train_world_tokenizer,
+    )
+    from rlaif.plugins.policies.tiny_video_lm import TinyVideoLM
+
+    path = directory / "tokenizer.json"
+    train_world_tokenizer([" ".join(QUESTIONS)] * 4, path, vocab_size=120)
+    tok = load_world_tokenizer(path)
+    lm = new_tiny_lm(tiny_lm_config(len(tok), hidden_size=32, layers=2, heads=2, intermediate_size=64), seed=0)
+    frames = np.zeros((8, 32, 32, 3), dtype=np.uint8)
+    return TinyVideoLM(TinyConvEncoder(feature_dim=16, width=8), lm, tok, frames=lambda *_: frames, n_frames=4,
+                       lora_r=4, lora_alpha=8, seed=0)
+
+
+@pytest.mark.parametrize("which", ["hf-causal-lm", "tiny-video-lm"])
+def test_first_update_is_on_policy_at_the_sampling_temperature(llama_dir: str, which: str, tmp_path: Path) -> None:
+    """One temperature: at T != 1 the loop recomputes the log-probs the policy stored
+    while sampling, so the first pass's ratios are 1 (nothing clipped, even with a tiny
+    clip range) and KL to the reference is 0 (fresh adapter = reference)."""
+    config = make_config(temperature=0.5)
+    loss = GRPORankLoss(clip_eps=1e-3)
+    if which == "hf-causal-lm":
+        policy = build_hf_causal_lm(llama_dir, lora_r=4, lora_alpha=8, device="cpu", dtype="float32", seed=0)
+    else:
+        policy = tiny_video_policy(tmp_path)
+    comp = Components(benchmark=None, policy=policy, oracle=DistinctWords(), loss=loss)
+    data = sample_step(1, step_prompts(), comp, config)
+    assert any(r.token_ids for g in data.groups for r in g.rollouts)
+    _, metrics = gradients(comp, data, config)
+    assert metrics["clip_frac"] == 0.0
+    assert metrics["kl"] == pytest.approx(0.0, abs=1e-8)

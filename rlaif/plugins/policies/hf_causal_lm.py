@@ -10,8 +10,9 @@ Sampling is a hand-written KV-cache loop rather than ``model.generate``: all
 ``len(prompts) * n`` rows go through the model together, one token per forward, and each
 step's log-prob is read off the same logits that drew the token, so nothing is kept per
 step but the sampled ids and their log-probs. The recorded log-probs are those of the
-policy itself at temperature 1, whatever the sampling temperature or top-p, so they
-equal :meth:`HFCausalLM.forward_responses` at the same weights (up to float rounding:
+distribution sampled from, the policy at the sampling temperature T (top-p aside: the
+rule of the ``Policy`` protocol), so they equal
+:meth:`HFCausalLM.forward_responses` with ``temperature=T`` at the same weights (up to float rounding:
 sampling runs with the adapter folded into copies of the weights) and serve directly as
 ``old_logprobs`` in a clipped objective. The model stays in eval mode (no dropout) for
 the same reason. The reference policy is the same model with the adapter switched off.
@@ -30,7 +31,13 @@ import torch
 from torch import nn
 
 from rlaif.core.records import Prompt, Rollout
-from rlaif.plugins.policies.hf_common import PeftPolicyBase, answer_nll, empty_outputs, token_entropies
+from rlaif.plugins.policies.hf_common import (
+    PeftPolicyBase,
+    answer_nll,
+    empty_outputs,
+    sampling_temperature,
+    token_entropies,
+)
 
 DEFAULT_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
 VALUE_HEAD_FILE = "value_head.safetensors"
@@ -122,7 +129,7 @@ class HFCausalLM(PeftPolicyBase):
     @torch.no_grad()
     def _sample(self, prompts: Sequence[Sequence[int]], *, max_new_tokens: int, temperature: float = 1.0,
                 top_p: float = 1.0, greedy: bool = False) -> list[tuple[list[int], list[float], bool]]:
-        """(response ids ending at the first EOS, their log-probs at temperature 1,
+        """(response ids ending at the first EOS, their log-probs at ``temperature``,
         finished) per row; rows stop together once all have emitted EOS."""
         if not greedy and temperature <= 0:
             raise ValueError(f"temperature must be > 0 (use greedy=True for argmax), got {temperature}")
@@ -155,11 +162,11 @@ class HFCausalLM(PeftPolicyBase):
                              use_cache=True, logits_to_keep=1)
             cache = out.past_key_values
             logits = out.logits[:, -1].float()  # [N, V]
-            logp = torch.log_softmax(logits, dim=-1)  # the policy at temperature 1
+            logp = torch.log_softmax(logits / sampling_temperature(temperature), dim=-1)  # the sampled distribution
             if greedy:
                 token = logits.argmax(-1)
             else:
-                probs = logp.exp() if temperature == 1.0 else torch.softmax(logits / temperature, dim=-1)
+                probs = logp.exp()
                 if top_p < 1.0:
                     probs = _top_p_filter(probs, top_p)
                 token = torch.multinomial(probs, 1).squeeze(1)  # [N]
@@ -179,7 +186,7 @@ class HFCausalLM(PeftPolicyBase):
                  temperature: float = 1.0, top_p: float = 1.0, greedy: bool = False) -> list[list[Rollout]]:
         """``n`` candidates per prompt, all ``len(prompts) * n`` rows in one batch.
         ``token_ids`` are the response only, ending with EOS when the model stopped (then
-        ``finished``); ``logprobs`` are per-token log-probs at temperature 1."""
+        ``finished``); ``logprobs`` are per-token log-probs at ``temperature``."""
         if not prompts:
             return []
         rows = [self._prompt_ids(p.question) for p in prompts for _ in range(n)]

@@ -121,6 +121,12 @@ def empty_outputs(rows: int, mask: torch.Tensor, *, with_values: bool, with_entr
     return {"logprobs": empty, "mask": mask, **{k: empty for k in extra}}
 
 
+def sampling_temperature(temperature: float) -> float:
+    """The temperature whose log-probs a rollout records: the sampling one, or 1 where
+    greedy decoding is asked with a non-positive one (any scale gives the same argmax)."""
+    return float(temperature) if temperature > 0 else 1.0
+
+
 def token_entropies(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
     """Entropy of the policy at each position, ``[..., V]`` logits -> ``[...]`` (float32),
     for a loss's entropy bonus: ``-sum p log p`` with ``p = softmax(logits / T)``. Tokens

@@ -15,8 +15,9 @@ expanded run of placeholder tokens the model's forward expects. The placeholder 
 are removed from the policy's distribution (logits set to -inf when sampling and when
 scoring): a model that samples one breaks the scoring pass, which counts placeholders.
 
-Log-probs stored in a ``Rollout`` are those of the policy itself, at temperature 1 and
-without top-p, whatever the sampling settings, so they equal ``forward_responses`` at the
+Log-probs stored in a ``Rollout`` are those of the distribution sampled from, the policy
+at the sampling temperature T, ``log_softmax(logits / T)``, without top-p (the rule of
+the ``Policy`` protocol), so they equal ``forward_responses(..., temperature=T)`` at the
 same weights and serve directly as ``old_logprobs`` in a clipped objective. The model is
 kept in eval mode (no dropout) for the same reason.
 """
@@ -41,7 +42,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from rlaif.core.records import Prompt, Rollout
-from rlaif.plugins.policies.hf_common import PeftPolicyBase, answer_nll, empty_outputs, token_entropies
+from rlaif.plugins.policies.hf_common import (
+    PeftPolicyBase,
+    answer_nll,
+    empty_outputs,
+    sampling_temperature,
+    token_entropies,
+)
 
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -490,9 +497,10 @@ class HFVideoVLM(PeftPolicyBase):
         )
         out = self.model.generate(**kwargs, generation_config=config)
         new_tokens = out.sequences[:, width:]  # [B, S]
-        # Log-probs of the policy itself (temperature 1, placeholders removed) from the raw
-        # logits, step by step so that only [B, V] is ever materialised in float32.
-        steps = [self.token_logprobs(step, new_tokens[:, t]) for t, step in enumerate(out.logits)]
+        # Log-probs of the sampled distribution (temperature T, placeholders removed) from
+        # the raw logits, step by step so that only [B, V] is ever materialised in float32.
+        scale = sampling_temperature(temperature)
+        steps = [self.token_logprobs(step, new_tokens[:, t], scale) for t, step in enumerate(out.logits)]
         logprobs = torch.stack(steps, dim=1) if steps else new_tokens.new_zeros(new_tokens.shape).float()  # [B, S]
         results = []
         eos = torch.tensor(self.eos_ids, device=new_tokens.device)
@@ -511,7 +519,7 @@ class HFVideoVLM(PeftPolicyBase):
         """``n`` candidates per prompt, all ``len(prompts) * n`` rows in one batch through
         ``model.generate`` (KV cache). ``token_ids`` are the response only, ending with EOS
         when the model stopped (then ``finished``); ``logprobs`` are per-token log-probs
-        under the policy at temperature 1 (see the module docstring)."""
+        under the policy at ``temperature`` (see the module docstring)."""
         if not prompts:
             return []
         encoded = [self._encode(p) for p in prompts]

@@ -53,7 +53,7 @@ def test_sampled_logprobs_equal_recomputed(llama_dir):  # type: ignore[no-untype
         assert [len(g) for g in groups] == [4, 4]
         assert [r.index for r in groups[1]] == [0, 1, 2, 3] and groups[1][0].prompt_id == "p1"
         batch, rollouts = flatten(groups)
-        out = policy.forward_responses(batch, rollouts)
+        out = policy.forward_responses(batch, rollouts, temperature=temperature)  # one temperature
         assert out["logprobs"].requires_grad and out["logprobs"].shape == out["mask"].shape
         for i, r in enumerate(rollouts):
             n = len(r.token_ids)

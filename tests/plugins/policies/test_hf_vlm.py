@@ -196,10 +196,12 @@ def test_placeholders_never_sampled_even_when_favoured(llava_dir):  # type: igno
 def test_greedy_top_p_and_complete(policy):  # type: ignore[no-untyped-def]
     a = policy.generate(prompts()[:1], 2, max_new_tokens=5, greedy=True)[0]
     assert a[0].token_ids == a[1].token_ids
-    # Stored log-probs are the policy's own (temperature 1), whatever the sampling settings.
+    # Stored log-probs are those of the sampled distribution (temperature T, top-p aside),
+    # recomputed by forward_responses at the same T.
     torch.manual_seed(3)
     b = policy.generate(prompts()[:1], 2, max_new_tokens=5, temperature=0.7, top_p=0.9)[0]
-    lp, _ = policy.logprobs(prompts()[:1] * 2, b)
+    with torch.no_grad():
+        lp = policy.forward_responses(prompts()[:1] * 2, b, temperature=0.7)["logprobs"]
     for i, r in enumerate(b):
         torch.testing.assert_close(lp[i, : len(r.token_ids)], torch.tensor(r.logprobs), atol=1e-4, rtol=0)
     texts = policy.complete(["describe the car", "is the cat red ?"], max_new_tokens=4)
