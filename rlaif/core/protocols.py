@@ -79,6 +79,10 @@ class Oracle(Protocol):
     name: str
     needs_context: bool  # wants a narrative of the video
     needs_reference: bool  # reads ground truth; refused where the benchmark has none
+    # Optional: ``score_range = (lo, hi)`` declares that ``Ranking.scores`` lie in [lo, hi]
+    # on an absolute scale (a verifier's 0..1, a cosine's -1..1). Absent or None, scores
+    # are only an order. Score losses (grpo, ppo) then see them mapped to [0, 1], else
+    # rank-derived scores (see ``rlaif.plugins.losses.advantages.ranking_scores``).
 
     def rank(self, groups: Sequence[Group]) -> list[Ranking]:
         """One ranking per group; batched so a judge can serve a whole step at once."""

@@ -97,7 +97,11 @@ class Ranking(Record):
     ``order`` lists candidate indices best first. ``ties`` lists groups of candidates the
     oracle could not separate; each group must be contiguous in ``order`` (checked when
     the ranking is built, so there is one reading of ties). ``scores`` is set
-    by scoring oracles (higher is better). ``failure`` is set, with ``raw`` holding the
+    by scoring oracles (higher is better); ``score_range`` ``[lo, hi]`` is what they mean,
+    the interval the oracle declares its scores lie in (its ``score_range``, stamped by the
+    loop), or ``None`` when they are only an order (label likelihoods, reward-model
+    outputs); losses read both through one normalisation (``advantages.ranking_scores``).
+    ``failure`` is set, with ``raw`` holding the
     judge's text, when no ranking could be obtained; ``order`` is then empty.
     """
 
@@ -110,12 +114,17 @@ class Ranking(Record):
     rationale: str = ""
     raw: str = ""
     failure: str | None = None
+    score_range: list[float] | None = None
 
     def __post_init__(self) -> None:
         # One reading of ties for every consumer: rejected here rather than read two ways
         # later (positions() and tie_groups() could not agree on a tie split by another
         # candidate).
         problem = _ranking_problem(self.order, self.ties, self.scores)
+        if problem is None and self.score_range is not None:
+            lo, hi = (float(x) for x in self.score_range)
+            if not lo < hi:
+                problem = f"score_range must be [lo, hi] with lo < hi, got {list(self.score_range)}"
         if problem is not None:
             raise ValueError(f"invalid ranking for prompt {self.prompt_id!r} by {self.oracle!r}: {problem}")
 

@@ -234,6 +234,15 @@ def policy_version(step: int, config: RunConfig) -> int:
     return (step - 1) * config.run.inner_epochs
 
 
+def with_score_range(ranking: Ranking, oracle: Any) -> Ranking:
+    """``ranking`` carrying what its scores mean: the oracle's declared ``score_range``
+    (stored with it, so a replay without the oracle normalises them the same way)."""
+    declared = getattr(oracle, "score_range", None)
+    if ranking.scores is None or ranking.score_range is not None or declared is None:
+        return ranking
+    return replace(ranking, score_range=[float(x) for x in declared])
+
+
 def sample_step(step: int, prompts: list[Prompt], comp: Components, config: RunConfig,
                 context_fn: Callable[[Prompt], str] | None = None, precision: Precision | None = None) -> StepData:
     """Sample G candidates per prompt and have the oracle rank them."""
@@ -253,7 +262,7 @@ def sample_step(step: int, prompts: list[Prompt], comp: Components, config: RunC
     sampled = time.perf_counter()
     groups = [Group(visible_prompt(p, comp.oracle), rs) for p, rs in zip(prompts, candidates, strict=True)]
     groups = gather_context(groups, comp.oracle, context_fn)
-    rankings = list(comp.oracle.rank(groups)) if groups else []
+    rankings = [with_score_range(r, comp.oracle) for r in comp.oracle.rank(groups)] if groups else []
     ranked = time.perf_counter()
     # Keep the full prompts (with references) for the update and the store.
     groups = [replace(g, prompt=p) for g, p in zip(groups, prompts, strict=True)]

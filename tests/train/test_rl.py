@@ -255,6 +255,17 @@ def small_world(tmp_path_factory: pytest.TempPathFactory) -> object:
     return VideoWorld(root=str(tmp_path_factory.mktemp("world")), seed=0, n_sft=1, n_rl=2, n_test=0, progress=False)
 
 
+def test_rankings_carry_the_score_range_their_oracle_declares() -> None:
+    from rlaif.core.records import Ranking
+    from rlaif.plugins.oracles.ground_truth import GroundTruthOracle
+    from rlaif.train.rl import with_score_range
+
+    scored = Ranking.from_scores("p", "ground-truth", [1.0, 0.0])
+    assert with_score_range(scored, GroundTruthOracle).score_range == [0.0, 1.0]
+    assert with_score_range(scored, PeekingOracle()).score_range is None  # declares none: an order only
+    assert with_score_range(Ranking("p", "o", order=[1, 0]), GroundTruthOracle).score_range is None
+
+
 def test_visible_prompt_hides_every_gold_field(small_world: object) -> None:
     from rlaif.core.records import PUBLIC_META_KEYS
     from rlaif.plugins.oracles.ground_truth import GroundTruthOracle

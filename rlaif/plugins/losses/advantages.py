@@ -149,8 +149,8 @@ def rank_to_scores(ranking_or_positions: RankingOrPositions, *, group_size: int 
 
     ``score_i = (G - 1 - position_i) / (G - 1)``: 1 for the best, 0 for the worst, tied
     candidates get the mean of the positions they span (i.e. equal scores). A group of
-    one gets ``[0.0]``; a failed ranking gives ``group_size`` zeros. Scoring oracles set
-    ``ranking.scores``, which the losses use directly instead (see :func:`ranking_scores`).
+    one gets ``[0.0]``; a failed ranking gives ``group_size`` zeros. Scores on a declared
+    scale are used instead (see :func:`ranking_scores`).
     """
     if isinstance(ranking_or_positions, Ranking) and not ranking_or_positions.ok:
         return [0.0] * _failed_size(ranking_or_positions, group_size)
@@ -170,16 +170,21 @@ def rank_to_scores(ranking_or_positions: RankingOrPositions, *, group_size: int 
 
 
 def ranking_scores(ranking: Ranking, group_size: int) -> list[float] | None:
-    """Per-candidate scores of one group, or ``None`` if the ranking failed.
+    """Per-candidate scores of one group on one scale, [0, 1], or ``None`` if the ranking
+    failed: the one normalisation every score loss (``grpo``, ``ppo``) reads.
 
-    A scoring oracle's ``ranking.scores`` are used as they are; otherwise the ranks are
-    mapped with :func:`rank_to_scores`.
+    - scores with a declared ``ranking.score_range = [lo, hi]`` are clamped to it and
+      mapped to ``(s - lo) / (hi - lo)`` (so a verifier's 0/1 stays 0/1);
+    - scores without a declared range (label log-likelihoods, reward-model outputs: an
+      order only, possibly with sentinels such as -100 for a label a judge never named)
+      and rank-only rankings give :func:`rank_to_scores`: 1 for the best, 0 for the worst.
     """
     if not ranking.ok:
         return None
-    if ranking.scores is not None:
+    if ranking.scores is not None and ranking.score_range is not None:
         _check_size(len(ranking.scores), group_size)
-        return [float(s) for s in ranking.scores]
+        lo, hi = (float(x) for x in ranking.score_range)
+        return [(min(max(float(s), lo), hi) - lo) / (hi - lo) for s in ranking.scores]
     return rank_to_scores(ranking, group_size=group_size)
 
 

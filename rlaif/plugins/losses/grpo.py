@@ -2,9 +2,10 @@
 
 Shao et al., 2024, "DeepSeekMath" (arXiv 2402.03300), §4.1; methods.md §4. Each group's
 scores become ``A_i = (r_i - mean r) / (std r + 1e-6)`` (population std); the objective
-is the same clipped surrogate + k3 KL as ``grpo-rank``. Scores are the oracle's
-``ranking.scores`` when it is a scoring oracle, else the documented rank->score map
-``(G - 1 - position) / (G - 1)`` (:func:`~rlaif.plugins.losses.advantages.rank_to_scores`).
+is the same clipped surrogate + k3 KL as ``grpo-rank``. Scores come through the one
+normalisation :func:`~rlaif.plugins.losses.advantages.ranking_scores`: the oracle's
+scores mapped from its declared range to [0, 1], else rank-derived ``(G - 1 - position) /
+(G - 1)``.
 """
 
 from __future__ import annotations

@@ -2,8 +2,9 @@
 
 Ahn et al., ACL 2024, "Tuning Large Multimodal Models for Videos using Reinforcement
 Learning from AI Feedback" (code: yonseivnl/vlm-rlaif, after LLaVA-RLHF / AlpacaFarm);
-methods.md §2. Per rollout i with score s_i (the oracle's ``ranking.scores``, else the
-rank->score map of :func:`~rlaif.plugins.losses.advantages.rank_to_scores`):
+methods.md §2. Per rollout i with score s_i in [0, 1] (the one normalisation,
+:func:`~rlaif.plugins.losses.advantages.ranking_scores`: the oracle's scores mapped from
+its declared range, else rank-derived):
 
     r_it = -beta * max(log pi_old(o_it) - log pi_ref(o_it), 0)        (every response token)
            + [t = last] * (s_i + no_eos_penalty * [no EOS])           (last response token)
@@ -38,7 +39,7 @@ def token_rewards(
     mask: torch.Tensor,
     kl_coef: float,
     finished: torch.Tensor | None = None,
-    no_eos_penalty: float = -8.0,
+    no_eos_penalty: float = -1.0,
 ) -> torch.Tensor:
     """Shaped per-token rewards ``[N, L]`` (VLM-RLAIF ``_shape_reward`` with the k1 estimator).
 
@@ -133,7 +134,10 @@ class PPOLoss:
     :param kl_coef: per-token k1 KL penalty (clamped at 0) in the reward.
     :param gamma: GAE discount; :param lam: GAE lambda.
     :param no_eos_penalty: added to the score of a rollout that did not finish with EOS
-        (``batch.tensors["finished"]`` ``[N]`` bool, else ``Rollout.finished``).
+        (``batch.tensors["finished"]`` ``[N]`` bool, else ``Rollout.finished``). Expressed
+        on the normalised [0, 1] score scale: -1 (default) is the scale's whole width, so
+        a truncated answer ends no better than a finished worst one. VLM-RLAIF's -8 was
+        set against an unbounded reward model and would dwarf a [0, 1] verifier.
     :param whiten: whiten advantages over the batch's valid tokens.
     :param reward_scale: multiplies the shaped rewards before GAE. The reference code
         multiplies by 10 when reward whitening is off, as in its released run; 1 (default)
@@ -161,7 +165,7 @@ class PPOLoss:
         kl_coef: float = 0.1,
         gamma: float = 1.0,
         lam: float = 1.0,
-        no_eos_penalty: float = -8.0,
+        no_eos_penalty: float = -1.0,
         whiten: bool = True,
         reward_scale: float = 1.0,
         value_init: str | None = None,

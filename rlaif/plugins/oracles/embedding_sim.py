@@ -116,6 +116,7 @@ class EmbeddingSimOracle:
     """Ranks candidates by cosine similarity to a narrative or a reference answer."""
 
     name = "embedding-sim"
+    score_range = (-1.0, 1.0)  # cosine similarity
 
     def __init__(self, encoder: SentenceEncoder, *, target: str = "narrative", narrative: str = "generated",
                  n_clips: int = 3, benchmark: Any = None, policy: Any = None, store: Any = None) -> None:

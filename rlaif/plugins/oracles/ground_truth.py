@@ -35,6 +35,7 @@ class GroundTruthOracle:
     name = "ground-truth"
     needs_context = False
     needs_reference = True
+    score_range = (0.0, 1.0)  # benchmark.item_score: 1 = correct
 
     def __init__(self, benchmark: Any = None, tie_break: str = "none") -> None:
         if tie_break not in TIE_BREAKS:

@@ -33,8 +33,10 @@ class Build:
         )
 
     @staticmethod
-    def from_scores(b: int, scores: Sequence[float]) -> Ranking:
-        return Ranking.from_scores(f"p{b}", "test", scores)
+    def from_scores(b: int, scores: Sequence[float], score_range: Sequence[float] | None = None) -> Ranking:
+        """A scoring oracle's ranking; ``score_range`` declares the scale (None: an order only)."""
+        return Ranking.from_scores(f"p{b}", "test", scores,
+                                   score_range=list(score_range) if score_range is not None else None)
 
     @staticmethod
     def failed(b: int) -> Ranking:

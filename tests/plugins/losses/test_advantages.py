@@ -127,11 +127,25 @@ def test_rank_to_scores():
 
 
 def test_ranking_scores_prefers_the_oracles_scores():
-    scored = Ranking.from_scores("p", "o", [0.2, 0.9, 0.2])
+    scored = Ranking.from_scores("p", "o", [0.2, 0.9, 0.2], score_range=[0.0, 1.0])
     assert ranking_scores(scored, 3) == [0.2, 0.9, 0.2]
     assert ranking_scores(rk([1, 2, 0]), 3) == [0.0, 1.0, 0.5]
     with pytest.raises(ValueError):
         ranking_scores(scored, 4)
+
+
+def test_one_score_scale():
+    # a declared range maps to [0, 1], clamped: a cosine in [-1, 1], a judge's 0..5
+    cosine = Ranking.from_scores("p", "o", [-1.0, 0.0, 1.0], score_range=[-1.0, 1.0])
+    assert ranking_scores(cosine, 3) == [0.0, 0.5, 1.0]
+    judge = Ranking.from_scores("p", "o", [5.0, 7.0, 2.5], score_range=[0.0, 5.0])
+    assert ranking_scores(judge, 3) == [1.0, 1.0, 0.5]
+    # no declared scale (label log-likelihoods with a -100 sentinel for a label a judge
+    # never named): an order only, so rank-derived scores, never -100
+    label_logprobs = Ranking.from_scores("p", "o", [-0.1, -100.0, -2.3])
+    assert ranking_scores(label_logprobs, 3) == [1.0, 0.0, 0.5]
+    with pytest.raises(ValueError, match="score_range"):
+        Ranking.from_scores("p", "o", [0.0, 1.0], score_range=[1.0, 1.0])
 
 
 def test_pred_vs_oracle_by_hand():

@@ -98,7 +98,7 @@ def make_batch(build, shift=0.0, value_shift=0.0, rankings=None, finished=None):
         old_values=old_values,
     )
     if rankings is None:
-        rankings = [build.from_scores(0, [0.9, 0.1]), build.ranking(1, [1, 2, 0])]
+        rankings = [build.from_scores(0, [0.9, 0.1], score_range=(0.0, 1.0)), build.ranking(1, [1, 2, 0])]
     return build.batch(rankings, [2, 3], tensors, finished=finished)
 
 
@@ -123,7 +123,7 @@ def test_no_eos_penalty_from_rollout_records_or_tensor(build):
     _, base = PPOLoss()(make_batch(build))
     _, penalised = PPOLoss()(make_batch(build, finished=[[True, False], [True, True, True]]))
     assert penalised["no_eos"] == 1.0 and base["no_eos"] == 0.0
-    assert penalised["reward_mean"] == pytest.approx(base["reward_mean"] - 8.0 / 5)
+    assert penalised["reward_mean"] == pytest.approx(base["reward_mean"] - 1.0 / 5)  # -1: the [0, 1] scale
     batch = make_batch(build)
     batch.tensors["finished"] = torch.tensor([True, False, True, True, True])
     _, from_tensor = PPOLoss()(batch)
@@ -173,3 +173,15 @@ def test_needs_and_options():
         PPOLoss(gamma=1.5)
     with pytest.raises(ValueError):
         PPOLoss(value_clip=0)
+
+
+def test_scores_reach_ppo_on_one_scale(build):
+    # a score-mode judge's label log-likelihoods, -100 for a label missing from its top-k,
+    # declare no scale: PPO sees rank-derived scores in [0, 1], never a -100 reward
+    judge = [build.from_scores(0, [-0.1, -100.0]), build.from_scores(1, [-0.5, -100.0, -1.2])]
+    assert PPOLoss().scores(make_batch(build, rankings=judge)) == [1.0, 0.0, 1.0, 0.0, 0.5]
+    # a verifier on [0, 1] keeps its scores; one on 0..5 is mapped to [0, 1]
+    verifier = [build.from_scores(0, [1.0, 0.0], (0.0, 1.0)), build.from_scores(1, [5.0, 2.5, 0.0], (0.0, 5.0))]
+    assert PPOLoss().scores(make_batch(build, rankings=verifier)) == [1.0, 0.0, 1.0, 0.5, 0.0]
+    # the no-EOS penalty is on that scale too: -1, the scale's width, not VLM-RLAIF's -8
+    assert PPOLoss().no_eos_penalty == -1.0
