@@ -381,6 +381,27 @@ def update_policy(data: StepData, comp: Components, optimizer: Any, config: RunC
     return metrics
 
 
+def on_policy(data: StepData, comp: Components, config: RunConfig, precision: Precision | None = None) -> StepData:
+    """``data`` with every rollout's log-probs recomputed (no grad, at the run's sampling
+    temperature) under the policy about to be updated. A replay trains another policy
+    than the one that sampled, so the stored log-probs would make the clipped ratio start
+    away from 1 (clipping on stale ratios from the first step); with these the replayed
+    update starts on policy, as a live step does."""
+    import torch
+
+    rollouts = [r for g in data.groups for r in g.rollouts]
+    if not rollouts:
+        return data
+    prompts = [g.prompt for g in data.groups for _ in g.rollouts]
+    chunks = micro_batches(len(rollouts), config.run.grad_accum)
+    with torch.no_grad(), (precision or Precision()).autocast():
+        logprobs = score_rollouts(comp.policy, prompts, rollouts, set(), chunks,
+                                  temperature=config.run.temperature)["logprobs"].float().cpu()  # [N, L]
+    fresh = iter(replace(r, logprobs=logprobs[i, : len(r.token_ids)].tolist()) for i, r in enumerate(rollouts))
+    groups = [replace(g, rollouts=[next(fresh) for _ in g.rollouts]) for g in data.groups]
+    return replace(data, groups=groups)
+
+
 def ranked_batch(data: StepData, fixed: dict[str, Any], out: dict[str, Any],
                  rollouts: Sequence[Rollout]) -> RankedBatch:
     """The loss's view of one pass: the policy outputs ``out``, the per-step constants
@@ -748,7 +769,8 @@ def replay_run(run_dir: str | Path, loss: str, registry: Registry, *, loss_optio
                oracle: str | None = None, out_dir: str | Path | None = None, progress: bool = True) -> RunSummary:
     """Train a fresh policy (the run's starting point) on the run's stored rollouts and
     rankings with another loss: no sampling and no oracle call, so the data is held fixed
-    and only the loss changes. Results go to ``RUN_DIR/replays/<loss>/`` by default."""
+    and only the loss changes. Old log-probs are recomputed under the policy being
+    trained before each step's update (:func:`on_policy`), not read from the store. Results go to ``RUN_DIR/replays/<loss>/`` by default."""
     from rlaif.core.config import ComponentChoice, config_from_dict
     from rlaif.core.store import RunStore
 
@@ -784,7 +806,7 @@ def replay_run(run_dir: str | Path, loss: str, registry: Registry, *, loss_optio
     log = MetricsLog(out, None)
     bar = _Progress(len(steps), 0, enabled=progress)
     for i, step in enumerate(steps, start=1):
-        data = stored_step(source, step, oracle_name, prompts_by_id)
+        data = on_policy(stored_step(source, step, oracle_name, prompts_by_id), comp, config, precision)
         metrics = update_policy(data, comp, optimizer, config, accelerator=None, precision=precision)
         metrics.update(step_metrics(data))
         log.log(step, metrics)

@@ -239,3 +239,23 @@ def test_first_update_is_on_policy_at_the_sampling_temperature(llama_dir: str, w
     _, metrics = gradients(comp, data, config)
     assert metrics["clip_frac"] == 0.0
     assert metrics["kl"] == pytest.approx(0.0, abs=1e-8)
+
+
+def test_replayed_step_is_on_policy(llama_dir: str) -> None:
+    """Replay trains another policy than the one that sampled: its old log-probs are
+    recomputed under that policy, so the first pass's ratios are 1 again."""
+    from rlaif.train.rl import on_policy
+
+    config = make_config(temperature=0.7)
+    comp, data = setup(llama_dir, GRPORankLoss(clip_eps=1e-3), config)
+    with torch.no_grad():  # the policy now differs from the one that sampled
+        for name, p in comp.policy.named_trainable_parameters():
+            if "lora_B" in name:
+                p.mul_(-1.0)
+    _, stale = gradients(comp, data, config)
+    assert stale["clip_frac"] > 0  # the stored log-probs are another policy's
+    fresh = on_policy(data, comp, config)
+    assert [[r.token_ids for r in g.rollouts] for g in fresh.groups] == \
+        [[r.token_ids for r in g.rollouts] for g in data.groups]
+    _, metrics = gradients(comp, fresh, config)
+    assert metrics["clip_frac"] == 0.0
