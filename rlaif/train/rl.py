@@ -97,11 +97,17 @@ def visible_prompt(prompt: Prompt, oracle: Any) -> Prompt:
     return replace(prompt, reference=None, meta=meta)
 
 
+#: Benchmark methods that give labelled material a judge may be *trained* on (the ``sft``
+#: split and scenes in no split, never ``rl``/``test``); open to every oracle.
+TRAINING_MATERIAL = frozenset({"judge_training_examples"})
+
+
 class OracleBenchmarkView:
     """What an oracle is handed instead of the benchmark.
 
-    Any oracle may decode frames (to caption clips, or count them) and read the
-    benchmark's ``name`` and ``has_ground_truth``. The rest -- ``item_score``,
+    Any oracle may decode frames (to caption clips, or count them), read the
+    benchmark's ``name`` and ``has_ground_truth``, and train on its
+    ``judge_training_examples()`` when it has them. The rest -- ``item_score``,
     ``narrative``, ``prompts``, annotations -- is ground truth, and opens only when the
     built oracle declares ``needs_reference`` (:func:`build_oracle` calls :meth:`grant`);
     before that, reading it is a loud :class:`~rlaif.core.errors.OracleError`, not a quiet
@@ -123,6 +129,8 @@ class OracleBenchmarkView:
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):
             raise AttributeError(name)
+        if name in TRAINING_MATERIAL:
+            return getattr(self._benchmark, name)
         if not self._granted:
             raise OracleError(f"an oracle read benchmark.{name} (ground truth) without declaring "
                               "needs_reference; declare it, or use only frames()")

@@ -207,6 +207,9 @@ class LLMJudgeOracle:
             raise ConfigError("llm-judge: choose pairwise or pointwise, not both")
         self.pairwise = bool(pairwise)
         self.pointwise = bool(pointwise)
+        # Pointwise scores are P(correct); listwise and pairwise ones are label
+        # likelihoods or Borda points with no fixed scale (losses then use ranks).
+        self.score_range = (0.0, 1.0) if pointwise else None
         self.permutations = int(permutations)
         self.context = context
         self.n_clips = int(n_clips)
@@ -545,8 +548,8 @@ def build_llm_judge(
     """Build the ``llm-judge`` oracle.
 
     :param judge: ``world`` (default: the world judge, trained once and cached on the
-        benchmark's ``sft`` split and fresh scenes, see :mod:`world_judge`; needs a
-        benchmark with ``fresh_scenes``), ``smollm2`` (SmolLM2-135M-Instruct from the
+        benchmark's ``judge_training_examples()``, its ``sft`` split and fresh scenes; see
+        :mod:`world_judge`), ``smollm2`` (SmolLM2-135M-Instruct from the
         ``judge`` extra), ``self`` (the run's policy, as its SFT self), ``openai`` (needs
         ``judge_url``), or a local directory / hub id of any Hugging Face causal LM.
     :param judge_url: an OpenAI-compatible base URL (``http://127.0.0.1:8000/v1``); when
@@ -583,9 +586,9 @@ def build_llm_judge(
     elif judge == "world":
         from rlaif.plugins.oracles.world_judge import WorldJudgeBackend, cached_world_judge
 
-        if not callable(getattr(benchmark, "fresh_scenes", None)):
-            raise OracleError(f"llm-judge judge='world' is trained on the benchmark's fresh scenes and benchmark "
-                              f"{getattr(benchmark, 'name', benchmark)!r} has none; pass judge='smollm2', "
+        if not callable(getattr(benchmark, "judge_training_examples", None)):
+            raise OracleError(f"llm-judge judge='world' is trained on the benchmark's judge_training_examples() and "
+                              f"benchmark {getattr(benchmark, 'name', benchmark)!r} has none; pass judge='smollm2', "
                               "'self', 'openai' or a model directory")
         backend = WorldJudgeBackend(cached_world_judge(benchmark, seed=0), device=device)
         pointwise = True if pointwise is None else pointwise

@@ -55,7 +55,6 @@ from rlaif.plugins.encoders.tiny_conv import (
     cache_root,
     cached_tiny_conv,
     default_benchmark,
-    training_videos,
     world_fingerprint,
 )
 from rlaif.plugins.policies.hf_common import empty_outputs, token_entropies
@@ -69,7 +68,7 @@ from rlaif.plugins.policies.tiny_lm import (
 )
 
 #: Bumped when the base recipe (tokenizer, LM, pre-training) changes; invalidates caches.
-BASE_RECIPE = "tiny-video-lm-base/2"
+BASE_RECIPE = "tiny-video-lm-base/3"
 POLICY_FORMAT = "tiny-video-lm/1"
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
 FRAME_CACHE_VIDEOS = 256  # decoded videos kept in memory (~120 kB each at 32x32)
@@ -646,32 +645,54 @@ def _top_p_filter(probs: torch.Tensor, top_p: float) -> torch.Tensor:
 
 
 # -- the default base: encoder + tokenizer + pre-trained LM, built once per world --------
+#: Fresh scenes (``benchmark.fresh_scenes``) whose text the world LM is pre-trained on.
+LM_FRESH_SCENES = 3000
+#: Pre-training steps of 32 windows of 128 tokens: about one pass over that corpus.
+LM_STEPS = 700
+
+
 def world_texts(benchmark: Any) -> list[str]:
-    """Documents the tiny LM is pre-trained on: the benchmark's world text
-    (``benchmark.texts()``: captions, narratives, questions and answers of the training
-    splits) or, without that method, the captions and narratives of training videos; plus
-    the ``sft`` split's question-answer pairs in the policy's prompt template, so the LM
-    knows the format. Never anything from ``test``."""
+    """Documents the tiny LM is pre-trained on, never from ``rl`` or ``test``.
+
+    * the benchmark's own text of its labelled split (``benchmark.texts()``, the ``sft``
+      split), else the captions and narratives of ``sft`` videos;
+    * the ``sft`` question-answer pairs in the policy's prompt template (the format);
+    * when the benchmark offers ``fresh_scenes(n, purpose)`` (scenes in no split), their
+      clip captions, narratives (1 and 3 clips) and reading comprehension: a narrative,
+      then a question answered from it. This is what lets a pre-trained LLM look things
+      up in its context; the visual tokens of the VLM later take the narrative's place,
+      and the world judge reads generated narratives the same way.
+
+    The ``rl`` split is left out on purpose: its answers are what RL must discover, so
+    an LM that had read them would make every oracle look better than it is."""
     provided = getattr(benchmark, "texts", None)
     texts: list[str] = []
     if callable(provided):
         texts.extend(str(t) for t in provided())
     else:
-        for video in training_videos(benchmark):
+        for video in {p.video.video_id: p.video for p in benchmark.prompts("sft")}.values():
             texts.extend(benchmark.clip_captions(video))
             texts.append(benchmark.narrative(video))
     for prompt in benchmark.prompts("sft"):
         texts.append(QA_TEMPLATE.format(question=prompt.question) + " " + str(prompt.reference))
-    # Reading comprehension: a narrative, then questions about it answered from it. This
-    # is what lets a pre-trained LLM look things up in its context; the visual tokens of
-    # the VLM later take the narrative's place.
-    for split in ("sft", "rl"):
-        for prompt in benchmark.prompts(split):
-            narrative = prompt.meta.get("gold_narrative")
-            if narrative and prompt.reference and prompt.qtype != "describe":
-                texts.append(f"context: {narrative} " + QA_TEMPLATE.format(question=prompt.question)
-                             + " " + str(prompt.reference))
+        narrative = prompt.meta.get("gold_narrative")
+        if narrative and prompt.reference and prompt.qtype != "describe":
+            texts.append(reading_comprehension(str(narrative), prompt.question, str(prompt.reference)))
+    fresh = getattr(benchmark, "fresh_scenes", None)
+    if callable(fresh):
+        for scene in fresh(LM_FRESH_SCENES, "lm"):
+            short, full = scene.narrative(1), scene.narrative(3)
+            texts.extend([*scene.clip_captions(3), short, full])
+            for k, qa in enumerate(scene.qa):
+                if qa.qtype == "describe":
+                    continue
+                texts.append(reading_comprehension(full if k % 2 else short, qa.question, qa.answer))
     return texts
+
+
+def reading_comprehension(narrative: str, question: str, answer: str) -> str:
+    """One pre-training document: a narrative, then a question answered from it."""
+    return f"context: {narrative} " + QA_TEMPLATE.format(question=question) + " " + answer
 
 
 def cached_base(benchmark: Any, *, seed: int = 0, n_frames: int = 8, progress: bool = False) -> dict[str, Path]:
@@ -686,7 +707,8 @@ def cached_base(benchmark: Any, *, seed: int = 0, n_frames: int = 8, progress: b
         try:
             texts = world_texts(benchmark)
             tokenizer = train_world_tokenizer(texts, tmp / "tokenizer.json")
-            metrics = pretrain_tiny_lm(texts, tokenizer, tmp / "lm", seed=seed, progress=progress)
+            metrics = pretrain_tiny_lm(texts, tokenizer, tmp / "lm", seed=seed, steps=LM_STEPS, batch_size=32,
+                                       seq_len=128, progress=progress)
             (tmp / "base.json").write_text(json.dumps({"recipe": BASE_RECIPE, "seed": seed, "pretrain": metrics,
                                                        "vocab_size": len(tokenizer), "documents": len(texts)}, indent=2))
             try:

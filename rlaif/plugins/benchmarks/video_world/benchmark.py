@@ -23,6 +23,7 @@ import numpy as np
 from rlaif.core.errors import UsageError
 from rlaif.core.records import Prompt, VideoRef
 from rlaif.plugins.benchmarks.video_world import scoring
+from rlaif.plugins.benchmarks.video_world.fresh import FreshScene, fresh_scenes, narrative_clips
 from rlaif.plugins.benchmarks.video_world.video_io import (
     read_frames,
     split_clips,
@@ -183,6 +184,9 @@ class VideoWorld:
         """One answer's quality in [0, 1] (1 = correct); see :func:`scoring.item_score`."""
         return scoring.item_score(prompt.qtype, answer or "", self._reference(prompt))
 
+    #: How answers are compared (majority@k votes "two" and "2" together).
+    normalize_answer = staticmethod(scoring.normalize_answer)
+
     # -- ground truth ----------------------------------------------------------------
     def videos(self, split: str) -> list[VideoRef]:
         self._check_split(split)
@@ -242,10 +246,44 @@ class VideoWorld:
                     ))  # fmt: skip
         return examples
 
-    def texts(self, splits: Sequence[str] = ("sft", "rl")) -> list[str]:
+    def fresh_scenes(self, n: int, purpose: str) -> list[FreshScene]:
+        """``n`` scenes of this world that are in no split (see :mod:`.fresh`): what
+        pre-training and judge training read, so no model learns ``rl`` or ``test``
+        answers before RL. Decontaminated against every ``rl``/``test`` narrative."""
+        return list(fresh_scenes(self.seed, n, purpose=purpose, params=self.params,
+                                 exclude=self.private_narratives()))
+
+    def judge_training_examples(self, n_fresh: int = 3000) -> list[tuple[str, str, str]]:
+        """``(narrative, question, answer)`` examples a judge may learn from: the labelled
+        ``sft`` split with its gold narratives, and ``n_fresh`` fresh scenes with their 1-
+        and 3-clip narratives (a judge must read both cuts). Never ``rl`` or ``test``.
+        A third of the fresh scenes keep their describe question (long answers are
+        costly to train on, and rarer in RL batches)."""
+        out = [(str(p.meta["gold_narrative"]), p.question, str(p.reference)) for p in self.prompts("sft")]
+        for k, scene in enumerate(self.fresh_scenes(n_fresh, "judge")):
+            cuts = [scene.narrative(1), scene.narrative(3)]
+            for j, qa in enumerate(scene.qa):
+                if qa.qtype != "describe" or k % 3 == 0:
+                    out.append((cuts[(k + j) % 2], qa.question, qa.answer))
+        return out
+
+    def private_narratives(self) -> set[str]:
+        """Every gold narrative of the ``rl`` and ``test`` videos, under the stored clip
+        cut and the 1- and 3-clip cuts a narrative builder makes: the strings no
+        pre-training or judge-training corpus may contain."""
+        out: set[str] = set()
+        for split in ("rl", "test"):
+            for entry in self._index["splits"][split]:
+                out.add(entry["narrative"])
+                objects, events = self.objects(entry["video_id"]), self.events(entry["video_id"])
+                for k in (1, 3):
+                    out.add(" ".join(caption_clips(objects, events, narrative_clips(int(entry["n_frames"]), k))))
+        return out
+
+    def texts(self, splits: Sequence[str] = ("sft",)) -> list[str]:
         """All world text of ``splits`` for tokenizer / language-model pretraining: every
-        clip caption, narrative, question and answer, in a stable order. ``test`` is left
-        out by default so pretraining never sees held-out answers."""
+        clip caption, narrative, question and answer, in a stable order. Only ``sft`` by
+        default: ``rl`` answers are what RL must discover, ``test`` is held out."""
         out: list[str] = []
         for split in splits:
             self._check_split(split)

@@ -81,7 +81,8 @@ def write_video(
         raise ValueError(f"yuv420p needs even frame sides, got {height}x{width}")
     from fractions import Fraction
 
-    with av.open(str(path), mode="w", format="mp4") as container:
+    target: Any = path if hasattr(path, "write") else str(path)  # a file object (codec_roundtrip) or a path
+    with av.open(target, mode="w", format="mp4") as container:
         stream: Any = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1000))
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         stream.thread_count = 1
@@ -96,6 +97,22 @@ def write_video(
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
+
+
+def codec_roundtrip(frames: np.ndarray, *, fps: float = 8.0, codec: str = "h264") -> np.ndarray:
+    """``frames`` as a reader sees them after :func:`write_video` (in memory): the
+    chroma subsampling and coding loss of the benchmark's own videos, for models trained
+    on rendered frames that must work on decoded ones."""
+    import io
+
+    buffer = io.BytesIO()
+    write_video(buffer, frames, fps=fps, codec=codec)
+    buffer.seek(0)
+    with av.open(buffer) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "NONE"
+        decoded = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
+    return np.stack(decoded)
 
 
 def count_frames(path: str | os.PathLike[str]) -> int:

@@ -1,0 +1,238 @@
+"""The world judge: the default judge of ``llm-judge`` on a benchmark that offers judge
+training material (the embedded video world does).
+
+A small text-only LM trained for *reading comprehension*: given a narrative of a video
+and a question, it answers. As a judge it scores each candidate answer (pointwise, so
+there is no label position to be biased by) by the probability it gives that answer
+after ``context: N question: Q answer:`` -- the geometric mean of its token
+probabilities, end of answer included, so a long answer is not penalised for its
+length. With a narrative the judge reads the answer off the context; without one it has
+only the question's priors, which is the VLM-RLAIF finding (no context < 1 clip < 3
+clips) made measurable by ``rlaif oracle check``.
+
+Why reading comprehension and not a yes/no verdict head: a verdict gives one bit per
+example, an answer gives a whole token distribution; at this size the answer objective
+learned ~2x faster (Kendall tau on held-out groups, see README).
+
+Provenance: the judge is trained from scratch (its own tokenizer) on
+``benchmark.judge_training_examples()`` alone: the labelled ``sft`` split and fresh
+scenes in no split, decontaminated against ``rl``/``test``. It never reads an ``rl`` or
+``test`` reference or narrative, and it is cached by a digest of exactly what it read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import random
+import shutil
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from rlaif.core.errors import OracleError
+
+JUDGE_RECIPE = "world-judge/2"
+#: Size of the judge LM (a Llama), trained from scratch.
+JUDGE_HIDDEN, JUDGE_LAYERS = 128, 3
+
+
+def judge_prompt_text(question: str, narrative: str | None) -> str:
+    """What the judge reads before an answer: ``context: N question: Q answer:`` (no
+    ``context:`` without a narrative). The world LM's reading-comprehension format."""
+    head = f"context: {' '.join(narrative.split())} " if narrative else ""
+    return f"{head}question: {' '.join(question.split())} answer:"
+
+
+def training_documents(examples: Sequence[tuple[str, str, str]]) -> list[tuple[str, str]]:
+    """``(prompt text, answer)`` pairs from ``(narrative, question, answer)`` examples."""
+    return [(judge_prompt_text(q, n), " " + " ".join(a.split())) for n, q, a in examples]
+
+
+def examples_digest(examples: Sequence[tuple[str, str, str]]) -> str:
+    h = hashlib.sha256()
+    for n, q, a in examples:
+        h.update(f"{n}\x1f{q}\x1f{a}\x1e".encode())
+    return h.hexdigest()[:16]
+
+
+# ----------------------------------------------------------------------------- training
+def train_world_judge(examples: Sequence[tuple[str, str, str]], out_dir: str | Path, *, seed: int = 0,
+                      steps: int = 1500, batch_size: int = 32, lr: float = 2e-3,
+                      progress: bool = False) -> dict[str, Any]:
+    """Train the judge from scratch on ``(narrative, question, answer)`` examples: a
+    byte-level BPE on their text, then a tiny Llama whose loss weighs answer tokens 10x
+    the context's (it must answer; reading the context is only the means). Saves a
+    Hugging Face causal LM with its tokenizer to ``out_dir``; returns training metrics,
+    including the answer loss on 5% of the examples held out."""
+    import torch
+
+    from rlaif.plugins.policies.tiny_lm import (
+        load_world_tokenizer,
+        new_tiny_lm,
+        quiet_hf,
+        tiny_lm_config,
+        train_world_tokenizer,
+    )
+
+    started = time.perf_counter()
+    torch.manual_seed(seed)
+    rng = random.Random(f"world-judge:{seed}")
+    docs = training_documents(examples)
+    rng.shuffle(docs)
+    held = max(1, len(docs) // 20)
+    train, dev = docs[held:], docs[:held]
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    train_world_tokenizer([p + a for p, a in docs], out_dir / "tokenizer.json", vocab_size=512)
+    tokenizer = load_world_tokenizer(out_dir / "tokenizer.json")
+    model = new_tiny_lm(tiny_lm_config(len(tokenizer), hidden_size=JUDGE_HIDDEN, layers=JUDGE_LAYERS), seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
+    warmup = max(1, steps // 30)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / warmup) * (0.1 + 0.45 * (1 + math.cos(math.pi * min(s, steps) / steps))))
+    model.train()
+    losses: list[float] = []
+    from rich.progress import track
+
+    for _ in track(range(steps), description="training the world judge", disable=not progress, transient=True):
+        nll, answer = _token_nll(model, tokenizer, rng.sample(train, min(batch_size, len(train))))  # [B, L] each
+        weight = (nll != 0).float() * 0.2 + answer * 2.0
+        loss = (nll * weight).sum() / weight.sum()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        losses.append(float(((nll * answer).sum() / answer.sum()).detach()))
+    model.eval()
+    with torch.no_grad():
+        parts = [_token_nll(model, tokenizer, dev[i : i + 128]) for i in range(0, len(dev), 128)]
+    dev_loss = sum(float((n * a).sum()) for n, a in parts) / sum(float(a.sum()) for _, a in parts)
+    with quiet_hf():
+        model.save_pretrained(str(out_dir), safe_serialization=True)
+    tokenizer.save_pretrained(str(out_dir))
+    k = max(1, steps // 10)
+    metrics = {"recipe": JUDGE_RECIPE, "examples": len(docs), "digest": examples_digest(examples),
+               "answer_loss_first": sum(losses[:k]) / k, "answer_loss_last": sum(losses[-k:]) / k,
+               "heldout_answer_loss": dev_loss, "seconds": time.perf_counter() - started}
+    (out_dir / "judge.json").write_text(json.dumps(metrics, indent=2))
+    return metrics
+
+
+def _token_nll(model: Any, tokenizer: Any, docs: Sequence[tuple[str, str]]) -> tuple[Any, Any]:
+    """Per-token negative log-likelihood ``[B, L]`` of ``<bos> prompt answer <eos>`` (0 on
+    padding and on the first token) and the mask of the answer's tokens (``<eos>``
+    included), right-padded."""
+    import torch
+
+    rows, spans = [], []
+    for prompt, answer in docs:
+        p = [tokenizer.bos_token_id, *tokenizer(prompt, add_special_tokens=False)["input_ids"]]
+        a = [*tokenizer(answer, add_special_tokens=False)["input_ids"], tokenizer.eos_token_id]
+        rows.append(p + a)
+        spans.append((len(p), len(a)))
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    answer = torch.zeros(len(rows), width - 1)
+    for i, (r, (start, n)) in enumerate(zip(rows, spans, strict=True)):
+        ids[i, : len(r)] = torch.tensor(r)
+        mask[i, : len(r)] = 1
+        answer[i, start - 1 : start - 1 + n] = 1.0  # positions predicting the answer's tokens
+    logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits[:, :-1]  # [B, L-1, V]
+    nll = -torch.log_softmax(logits.float(), -1).gather(-1, ids[:, 1:, None])[..., 0] * mask[:, 1:]
+    return nll, answer
+
+
+def cached_world_judge(benchmark: Any, *, seed: int = 0, progress: bool = False) -> Path:
+    """Directory of the world judge trained on ``benchmark.judge_training_examples()``,
+    training it on first use (cached in ``$RLAIF_CACHE/world-judge`` by a digest of the
+    examples, built in a temp dir and renamed into place)."""
+    from rlaif.plugins.encoders.tiny_conv import cache_root
+
+    examples = list(benchmark.judge_training_examples())
+    if not examples:
+        raise OracleError("the benchmark gave no judge training examples")
+    key = hashlib.sha256(f"{JUDGE_RECIPE}|{examples_digest(examples)}|{seed}".encode()).hexdigest()[:16]
+    target = cache_root() / "world-judge" / key
+    if (target / "judge.json").exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=target.parent))
+    try:
+        train_world_judge(examples, tmp, seed=seed, progress=progress)
+        try:
+            tmp.rename(target)
+        except OSError:  # built concurrently; theirs is as good as ours
+            pass
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+# ----------------------------------------------------------------------------- backend
+class WorldJudgeBackend:
+    """The trained world judge as an ``llm-judge`` backend. It judges natively, one
+    candidate per item (the oracle runs it pointwise): ``score_native`` answers each item
+    with ``[log p, log(1 - p)]`` for the verdict labels ``[yes, no]``, p being the judge's
+    length-normalised probability of the candidate, so the oracle's P(correct) is p."""
+
+    native = True
+    supports_scores = True
+
+    def __init__(self, path: str | Path, *, device: str = "cpu", max_batch: int = 128) -> None:
+        self.path = Path(path)
+        self.device = device
+        self.max_batch = max_batch
+        self.name = f"world-judge:{self.path.name}"
+        self._loaded: tuple[Any, Any] | None = None
+
+    def __repr__(self) -> str:
+        return f"WorldJudgeBackend({str(self.path)!r})"
+
+    def load(self) -> tuple[Any, Any]:
+        if self._loaded is None:
+            from rlaif.plugins.policies.tiny_lm import load_tiny_lm, load_world_tokenizer
+
+            model = load_tiny_lm(self.path).to(self.device).eval()
+            self._loaded = (model, load_world_tokenizer(self.path / "tokenizer.json"))
+        return self._loaded
+
+    def judge_prompt(self, prompt: Any, candidates: Sequence[str], narrative: str | None) -> tuple[str, str]:
+        if len(candidates) != 1:
+            raise OracleError("the world judge reads one answer at a time; llm-judge runs it pointwise")
+        return judge_prompt_text(prompt.question, narrative), " " + (" ".join(candidates[0].split()) or "(empty)")
+
+    def answer_probabilities(self, items: Sequence[tuple[str, str]]) -> list[float]:
+        """The judge's geometric-mean token probability of each ``(prompt, answer)``."""
+        import torch
+
+        model, tokenizer = self.load()
+        out: list[float] = []
+        with torch.inference_mode():
+            for start in range(0, len(items), self.max_batch):
+                nll, answer = _token_nll(model, tokenizer, items[start : start + self.max_batch])
+                mean = (nll * answer).sum(1) / answer.sum(1)
+                out.extend(math.exp(-float(v)) for v in mean)
+        return out
+
+    def score_native(self, items: Sequence[tuple[str, str]], labels: Sequence[Sequence[str]]) -> list[Any]:
+        from rlaif.plugins.oracles.judge_backends import label_score_reply
+
+        if any(list(ls) != ["yes", "no"] for ls in labels):
+            raise OracleError("the world judge answers yes/no verdicts only (pointwise llm-judge)")
+        probs = self.answer_probabilities(items)
+        return [label_score_reply(["yes", "no"], [math.log(max(p, 1e-12)), math.log(max(1.0 - p, 1e-12))])
+                for p in probs]
+
+    def generate_native(self, items: Sequence[tuple[str, str]], *, max_new_tokens: int = 1) -> list[Any]:
+        """Written verdicts (generate mode): "yes" when the judge finds the answer more
+        likely than not."""
+        from rlaif.plugins.oracles.judge_backends import JudgeReply
+
+        return [JudgeReply(text="yes" if p >= 0.5 else "no") for p in self.answer_probabilities(items)]
