@@ -42,7 +42,8 @@ def export_store(
     run_dir: Path = typer.Argument(..., help="A run directory written by `rlaif run`."),
     to: Path = typer.Option(..., "--to", help="Output JSONL file."),
 ) -> None:
-    """Write every record as one JSON object per line (round-trips with `store import`)."""
+    """Write every record as one JSON object per line (round-trips with `store import`):
+    the run's config, the prompts its rollouts answer, rollouts, rankings and metrics."""
     from rlaif.core.store import RunStore
 
     with RunStore(run_dir, readonly=True) as store:

@@ -6,7 +6,7 @@ One step, top to bottom:
   2. sample G candidates per prompt with the current policy (old log-probs come with them);
   3. ask the oracle for one ranking per group (reference answers and narratives are shown
      only to oracles that declare they need them);
-  4. commit the step's rollouts and rankings to the LMDB store in one transaction;
+  4. commit the step's prompts, rollouts and rankings to the LMDB store in one transaction;
   5. compute the loss on the stored batch (``inner_epochs`` passes) and update the policy,
      averaging gradients across data-parallel processes;
   6. log metrics (store, CSV, progress bar), evaluate and checkpoint every K steps.
@@ -26,7 +26,7 @@ import os
 import random
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -626,8 +626,7 @@ def run_rl(run_dir: str | Path, config: RunConfig, registry: Registry, *, resume
             data = gather_step(data, accelerator)
             oracle_calls += data.oracle_calls
             if store is not None:
-                store.commit_step(RUN_ID, step, rollouts=[r for g in data.groups for r in g.rollouts],
-                                  rankings={comp.oracle.name: data.rankings})
+                commit_sampled_step(store, data, comp.oracle.name)
             accelerator.wait_for_everyone()
         local = _shard(data, rank, world)
         metrics = update_policy(local, comp, optimizer, config, accelerator, precision)
@@ -684,22 +683,33 @@ def _version() -> str:
     return __version__
 
 
-def stored_step(store: Any, step: int, oracle: str, prompts_by_id: dict[str, Prompt],
+def commit_sampled_step(store: Any, data: StepData, oracle: str, run_id: str = RUN_ID) -> None:
+    """Commit a sampled step: its prompts (full records, references included), rollouts
+    and rankings in one transaction, so the store alone says what was asked."""
+    store.commit_step(run_id, data.step, prompts=[g.prompt for g in data.groups],
+                      rollouts=[r for g in data.groups for r in g.rollouts], rankings={oracle: data.rankings})
+
+
+def stored_step(store: Any, step: int, oracle: str, prompts_by_id: Mapping[str, Prompt] | None = None,
                 run_id: str = RUN_ID) -> StepData:
     """Rebuild a step's groups and rankings from the store (used by resume and replay).
-    Prompts are not stored: rollouts name them, and the benchmark holds them."""
+    Prompts come from the store; ``prompts_by_id`` (the benchmark's RL split) is the
+    fallback for stores written before prompts were committed with their step."""
     rollouts = list(store.iter_shard("rollouts", run_id, step))
     rankings = list(store.iter_shard("rankings", run_id, step, oracle=oracle))
     by_prompt: dict[str, list[Rollout]] = {}
     for r in rollouts:
         by_prompt.setdefault(r.prompt_id, []).append(r)
+    stored = store.get_prompts(run_id, [r.prompt_id for r in rankings])
+    fallback = prompts_by_id or {}
     groups = []
     for ranking in rankings:
-        if ranking.prompt_id not in prompts_by_id:
-            raise StoreError(f"stored prompt {ranking.prompt_id!r} is not in the benchmark's RL split; "
-                             "replay with the benchmark options the run used")
+        prompt = stored.get(ranking.prompt_id) or fallback.get(ranking.prompt_id)
+        if prompt is None:
+            raise StoreError(f"prompt {ranking.prompt_id!r} is neither in the store nor in the benchmark's "
+                             "RL split; replay with the benchmark options the run used")
         rs = sorted(by_prompt.get(ranking.prompt_id, []), key=lambda r: r.index)
-        groups.append(Group(prompts_by_id[ranking.prompt_id], rs))
+        groups.append(Group(prompt, rs))
     return StepData(step, groups, rankings)
 
 

@@ -46,3 +46,28 @@ def test_inspect_missing_store_is_one_line_error(tmp_path: Path) -> None:
     result = runner.invoke(app, ["store", "inspect", str(tmp_path / "nope")])
     assert result.exit_code != 0
     assert "error:" in result.output and len(result.output.strip().splitlines()) == 1
+
+
+def test_export_of_a_run_holds_each_rollouts_prompt(tmp_path: Path) -> None:
+    """The loop commits a step's prompts with its rollouts, so an export says what each
+    rollout answered (question, video) without the benchmark."""
+    from rlaif.core.records import Group, Prompt, VideoRef
+    from rlaif.train.rl import StepData, commit_sampled_step
+
+    prompts = [Prompt(f"p{g}", VideoRef(f"v{g}", f"/videos/v{g}.mp4", 16, 8.0), f"what moves in clip {g}?",
+                      reference="the circle", meta={"split": "rl"}) for g in range(2)]
+    groups = [Group(p, [Rollout(p.prompt_id, i, f"answer {i}", [1], [-0.5]) for i in range(3)]) for p in prompts]
+    rankings = [Ranking.from_scores(p.prompt_id, "ground-truth", [1.0, 0.0, 0.5]) for p in prompts]
+    with RunStore(tmp_path / "run") as store:
+        commit_sampled_step(store, StepData(1, groups, rankings), "ground-truth")
+    out = tmp_path / "out.jsonl"
+    result = runner.invoke(app, ["store", "export", str(tmp_path / "run"), "--to", str(out)])
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    exported = {e["value"]["prompt_id"]: e["value"] for e in lines if e["db"] == "prompts"}
+    rollouts = [e["value"] for e in lines if e["db"] == "rollouts"]
+    assert len(rollouts) == 6
+    for rollout in rollouts:
+        prompt = exported[rollout["prompt_id"]]
+        assert Prompt.from_dict(prompt) == prompts[int(rollout["prompt_id"][1:])]
+        assert prompt["question"].startswith("what moves") and prompt["video"]["path"].startswith("/videos/")

@@ -234,6 +234,25 @@ def test_run_info_and_prompts_are_not_silently_replaced(store: RunStore) -> None
         store.put_prompts(RUN, [Prompt(prompt_id="q", video=VideoRef("v", "v.mp4"), question="!")])
 
 
+def test_commit_step_stores_its_prompts_in_the_same_transaction(store: RunStore) -> None:
+    prompts = [Prompt(prompt_id=f"p0-{p}", video=VideoRef(f"v{p}", f"/data/v{p}.mp4", 24, 8.0),
+                      question=f"What colour is shape {p}?", reference="red", meta={"split": "rl"})
+               for p in range(3)]
+    rollouts = make_rollouts(0)
+    store.commit_step(RUN, 1, prompts=prompts, rollouts=rollouts, rankings=make_rankings(0, "gt"))
+    assert store.get_prompts(RUN, [r.prompt_id for r in rollouts]) == {p.prompt_id: p for p in prompts}
+    assert store.get_prompts(RUN, ["never-asked"]) == {}
+    # Drawn again at a later step: stored once, and the step still commits.
+    store.commit_step(RUN, 2, prompts=prompts[:1], rollouts=make_rollouts(0, n_prompts=1))
+    assert list(store.iter_prompts(RUN)) == prompts
+    # A prompt that changed under the same id refuses the whole step: no rollouts, no marker.
+    changed = Prompt(prompt_id="p0-0", video=prompts[0].video, question="Something else?")
+    before = dump(store)
+    with pytest.raises(StoreError, match="p0-0"):
+        store.commit_step(RUN, 3, prompts=[changed], rollouts=make_rollouts(0, n_prompts=1))
+    assert dump(store) == before and store.last_committed_step(RUN) == 2
+
+
 def test_narrative_cache(store: RunStore) -> None:
     assert store.get_narrative("v0|8 clips|captioner") is None
     store.put_narrative("v0|8 clips|captioner", "A person walks in.", {"n_clips": 8})

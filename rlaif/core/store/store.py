@@ -417,31 +417,41 @@ class RunStore:
     def put_prompts(self, run_id: str, prompts: Iterable[Prompt], *, overwrite: bool = False) -> int:
         """Store a run's prompts by id; identical ones already stored are skipped.
         Returns how many were new or changed."""
-        items = []
-        for prompt in prompts:
-            if not isinstance(prompt, Prompt):
-                raise TypeError(f"put_prompts expects Prompt records, got {type(prompt).__name__}")
-            items.append((K.prompt_key(run_id, prompt.prompt_id), encode_record(prompt), prompt.prompt_id))
+        items = _prompt_items(run_id, prompts)
+        return self._write(lambda txn: self._put_prompt_items(txn, run_id, items, overwrite))
 
-        def body(txn: lmdb.Transaction[bytes]) -> int:
-            db, written = self._db("prompts"), 0
-            for key, value, prompt_id in items:
-                old = txn.get(key, db=db)
-                if old == value:
-                    continue
-                if old is not None and not overwrite:
-                    raise StoreError(
-                        f"prompt {prompt_id!r} of run {run_id!r} is already stored differently; pass overwrite=True"
-                    )
-                txn.put(key, value, db=db)
-                written += 1
-            return written
-
-        return self._write(body)
+    def _put_prompt_items(
+        self, txn: lmdb.Transaction[bytes], run_id: str, items: list[tuple[bytes, bytes, str]], overwrite: bool
+    ) -> int:
+        db, written = self._db("prompts"), 0
+        for key, value, prompt_id in items:
+            old = txn.get(key, db=db)
+            if old == value:
+                continue
+            if old is not None and not overwrite:
+                raise StoreError(
+                    f"prompt {prompt_id!r} of run {run_id!r} is already stored differently; pass overwrite=True"
+                )
+            txn.put(key, value, db=db)
+            written += 1
+        return written
 
     def get_prompt(self, run_id: str, prompt_id: str) -> Prompt | None:
         raw = self._get("prompts", K.prompt_key(run_id, prompt_id))
         return None if raw is None else _expect(build_record(decode(raw)), Prompt)
+
+    def get_prompts(self, run_id: str, prompt_ids: Iterable[str]) -> dict[str, Prompt]:
+        """The stored prompts among ``prompt_ids``, by id, read in one snapshot; ids
+        with no stored prompt (a store written before prompts were kept) are absent."""
+        keys = {prompt_id: K.prompt_key(run_id, prompt_id) for prompt_id in prompt_ids}
+        found = {}
+        with self._reading() as txn:
+            get, db = txn.get, self._db("prompts")
+            for prompt_id, key in keys.items():
+                raw = get(key, db=db)
+                if raw is not None:
+                    found[prompt_id] = _expect(build_record(decode(raw)), Prompt)
+        return found
 
     def iter_prompts(self, run_id: str) -> Iterator[Prompt]:
         raws = self._scan_values("prompts", K.run_prefix(run_id))
@@ -457,16 +467,22 @@ class RunStore:
         rollouts: Sequence[Rollout] | None = None,
         rankings: Mapping[str, Sequence[Ranking]] | Sequence[Ranking] | None = None,
         metrics: Mapping[str, Any] | None = None,
+        prompts: Sequence[Prompt] | None = None,
         overwrite: bool = False,
     ) -> None:
-        """Write a step's rollouts, rankings and metrics, and mark the step committed,
-        in one transaction: afterwards the step is whole, and a crash before leaves
-        nothing of it.
+        """Write a step's prompts, rollouts, rankings and metrics, and mark the step
+        committed, in one transaction: afterwards the step is whole, and a crash before
+        leaves nothing of it.
 
+        ``prompts`` are the records the rollouts answer; they are kept per run by
+        prompt id (a prompt drawn again at a later step is stored once), so the store
+        and its export need no benchmark to say what was asked. A prompt already
+        stored differently raises :class:`StoreError` unless ``overwrite``.
         ``rankings`` maps oracle name to that oracle's rankings, one per group in
         prompt order; a plain sequence is grouped by each ranking's ``oracle``. A shard
         that already exists raises :class:`StoreError` unless ``overwrite``.
         """
+        prompt_items = [] if prompts is None else _prompt_items(run_id, prompts)
         rollout_items = None if rollouts is None else _rollout_items(run_id, step, rollouts)
         ranking_items = {
             oracle: _ranking_items(run_id, step, oracle, group)
@@ -475,6 +491,7 @@ class RunStore:
         metric_values = None if metrics is None else _metric_values(metrics)
 
         def body(txn: lmdb.Transaction[bytes]) -> None:
+            self._put_prompt_items(txn, run_id, prompt_items, overwrite)
             if rollout_items is not None:
                 self._put_rollout_shard(txn, run_id, step, rollout_items, overwrite, set(ranking_items))
             for oracle, items in ranking_items.items():
@@ -903,6 +920,19 @@ def _expect(record: Record, cls: type[T]) -> T:
 def _shard_name(kind: str, run_id: str, step: int, oracle: str | None = None) -> str:
     by = f" by oracle {oracle!r}" if oracle is not None else ""
     return f"{kind} shard of run {run_id!r} step {step}{by}"
+
+
+def _prompt_items(run_id: str, prompts: Iterable[Prompt]) -> list[tuple[bytes, bytes, str]]:
+    items: dict[str, tuple[bytes, bytes, str]] = {}
+    for prompt in prompts:
+        if not isinstance(prompt, Prompt):
+            raise TypeError(f"expected Prompt records, got {type(prompt).__name__}")
+        value = encode_record(prompt)
+        seen = items.get(prompt.prompt_id)
+        if seen is not None and seen[1] != value:
+            raise StoreError(f"two different prompts share the id {prompt.prompt_id!r}")
+        items[prompt.prompt_id] = (K.prompt_key(run_id, prompt.prompt_id), value, prompt.prompt_id)
+    return list(items.values())
 
 
 def _rollout_items(run_id: str, step: int, rollouts: Sequence[Rollout]) -> list[tuple[bytes, bytes]]:
