@@ -5,8 +5,10 @@ exactly what a user would get).
     python examples/studies/seeds.py sft --seeds 0 1 2 --out studies/sft
         curriculum vs no-curriculum SFT (``rlaif sft [--no-curriculum]`` + ``rlaif eval``)
     python examples/studies/seeds.py rl --losses grpo-rank grpo ppo dpo --seeds 0 1 2 \
-        --oracle ground-truth --config run.toml --out studies/rl
-        RL from the default SFT policy (``rlaif run``), accuracy before and after
+        --oracle ground-truth --config run.toml --out studies/rl [--option context=none]
+        RL from the default SFT policy (``rlaif run``), accuracy before and after, with
+        every seed's paired per-item difference (final vs SFT, same test items) and its
+        95% bootstrap interval, as ``rlaif eval --compare`` prints it
 
 A run whose result file already exists is skipped, so an interrupted study resumes.
 Results land in ``OUT/results.json`` and a markdown table is printed.
@@ -84,7 +86,10 @@ def rl_study(args: argparse.Namespace) -> dict[str, dict[str, list[float]]]:
                    "--no-progress"]
             if args.config:
                 cmd += ["--config", str(args.config)]
+            if args.context:
+                cmd += ["--context", args.context]
             result = cached(run_dir / "result.json", lambda cmd=cmd: rlaif(*cmd))
+            diff = paired_gain(run_dir / "run")
             row = table.setdefault(loss, {})
             for key in METRICS:
                 row.setdefault(key, []).append(result["eval"][key])
@@ -92,16 +97,32 @@ def rl_study(args: argparse.Namespace) -> dict[str, dict[str, list[float]]]:
             row.setdefault("sft acc/all", []).append(result["sft_eval"]["acc/all"])
             row.setdefault("wall_s", []).append(result["wall_seconds"])
             row.setdefault("oracle_calls", []).append(result["oracle_calls"])
-            print(f"{loss} seed {seed}: acc/all {result['sft_eval']['acc/all']:.3f} -> {result['eval']['acc/all']:.3f}",
-                  file=sys.stderr)
+            row.setdefault("paired", []).append(diff)  # type: ignore[arg-type]
+            print(f"{loss} seed {seed}: acc/all {result['sft_eval']['acc/all']:.3f} -> {result['eval']['acc/all']:.3f}"
+                  f"  paired Δ {diff[0]:+.3f} [{diff[1]:+.3f}, {diff[2]:+.3f}]", file=sys.stderr)
     return table
+
+
+def paired_gain(run_dir: Path) -> list[float]:
+    """``[Δ, lo, hi]``: the run's final evaluation against its step-0 (SFT) one, paired by
+    item (``correct``, what acc/all counts), with the 95% bootstrap interval."""
+    from rlaif.train.compare import compare_items
+    from rlaif.train.evaluate import read_items
+
+    files = sorted((run_dir / "eval").glob("step-*.jsonl"))
+    first, last = read_items(files[0]), read_items(files[-1])
+    row = compare_items(first, last)[0]
+    return [row.diff, row.lo, row.hi]
 
 
 def print_table(table: dict[str, dict[str, list[float]]], columns: list[str]) -> None:
     print("| | " + " | ".join(columns) + " |")
     print("|---" * (len(columns) + 1) + "|")
     for name, row in table.items():
-        print(f"| {name} | " + " | ".join(mean_std(row.get(c, [])) for c in columns) + " |")
+        cells = [mean_std(row.get(c, [])) for c in columns]
+        if "paired" in row:
+            cells.append("; ".join(f"{d:+.3f} [{lo:+.3f}, {hi:+.3f}]" for d, lo, hi in row["paired"]))  # type: ignore[misc]
+        print(f"| {name} | " + " | ".join(cells) + " |")
 
 
 def main() -> None:
@@ -112,6 +133,7 @@ def main() -> None:
     parser.add_argument("--losses", nargs="+", default=["grpo-rank"])
     parser.add_argument("--oracle", default="ground-truth")
     parser.add_argument("--config", type=Path, default=None, help="run TOML passed to every `rlaif run`")
+    parser.add_argument("--context", default=None, help="llm-judge context passed to `rlaif run --context`")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     if args.study == "sft":
@@ -121,6 +143,7 @@ def main() -> None:
     else:
         table = rl_study(args)
         columns = ["sft acc/all", "acc/all", "Δacc/all", "Δacc/short", "Δscore/describe", "oracle_calls", "wall_s"]
+        print("(last column: each seed's paired Δ acc/all [95% bootstrap interval])")
     (args.out / "results.json").write_text(json.dumps(table, indent=2, sort_keys=True))
     print_table(table, columns)
 

@@ -35,6 +35,7 @@ string with ``{question}``, ``{context}``, ``{candidates}``, ``{labels}`` and op
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import math
@@ -58,7 +59,13 @@ from rlaif.plugins.oracles.judge_backends import (
     StoreRequestCache,
     cache_root,
 )
-from rlaif.plugins.oracles.narrative import GoldNarrative, MemoryNarratives, PolicyCaptioner, narrative_for
+from rlaif.plugins.oracles.narrative import (
+    GoldNarrative,
+    MemoryNarratives,
+    PolicyCaptioner,
+    narrative_for,
+    prefetch_narratives,
+)
 from rlaif.plugins.oracles.ranking_parser import parse_ranking
 
 log = logging.getLogger(__name__)
@@ -257,6 +264,11 @@ class LLMJudgeOracle:
                 results[b] = Ranking(group.prompt.prompt_id, self.name, failure="group has no candidates")
             elif g == 1:
                 results[b] = Ranking(group.prompt.prompt_id, self.name, order=[0], rationale="single candidate")
+        if self.context == "narrative" and self.captioner is not None:
+            with contextlib.suppress(Exception):  # a failure here resurfaces per group below
+                prefetch_narratives([g.prompt.video for b, g in enumerate(groups) if results[b] is None
+                                     and g.context is None], benchmark=self.benchmark, captioner=self.captioner,
+                                    store=self.narratives, n_clips=self.n_clips)
         for b, group in enumerate(groups):
             if results[b] is None and self.context != "none":
                 try:

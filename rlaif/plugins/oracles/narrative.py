@@ -66,17 +66,24 @@ class PolicyCaptioner:
         return self.caption_clips(video, [frame_indices])[0]
 
     def caption_clips(self, video: VideoRef, clips: Sequence[Sequence[int]]) -> list[str]:
+        return self.caption_videos([(video, clips)])[0]
+
+    def caption_videos(self, items: Sequence[tuple[VideoRef, Sequence[Sequence[int]]]]) -> list[list[str]]:
+        """Captions of every clip of every ``(video, clips)`` item, in one generate call
+        (a step's narratives cost one batch, not one call per video)."""
         describe_clip = getattr(self.policy, "describe_clip", None)
         with self._context():
             if callable(describe_clip):
-                return [str(describe_clip(video, list(c))).strip() for c in clips]
+                return [[str(describe_clip(video, list(c))).strip() for c in clips] for video, clips in items]
             prompts = [
                 Prompt(prompt_id=f"{video.video_id}#clip{k}", video=video, question=DESCRIBE_PROMPT, qtype="caption",
                        meta={"frame_range": [min(c), max(c) + 1], "frame_indices": [int(i) for i in c]})
-                for k, c in enumerate(clips)
+                for video, clips in items for k, c in enumerate(clips)
             ]
-            rows = self.policy.generate(prompts, 1, max_new_tokens=self.max_new_tokens, **_greedy(self.policy.generate))
-        return [row[0].text.strip() for row in rows]
+            rows = self.policy.generate(prompts, 1, max_new_tokens=self.max_new_tokens,
+                                        **_greedy(self.policy.generate)) if prompts else []
+        texts = iter(row[0].text.strip() for row in rows)
+        return [[next(texts) for _ in clips] for _, clips in items]
 
 
 def _greedy(generate: Any) -> dict[str, Any]:
@@ -195,9 +202,39 @@ def narrative_for(
         captions = [str(c) for c in many(ref, clips)]
     else:
         captions = [str(captioner.caption(ref, clip)) for clip in clips]
+    return _keep(ref, key, clips, captions, captioner, store)
+
+
+def _keep(ref: VideoRef, key: str, clips: Sequence[Sequence[int]], captions: Sequence[str], captioner: Any,
+          store: Any) -> str:
+    """The narrative from its clip captions, cached in ``store`` under ``key``."""
     text = " ".join(c.strip() for c in captions if c and c.strip())
     if store is not None:
         meta = {"video_id": ref.video_id, "captioner": captioner.name, "n_clips": len(clips),
                 "clips": [[c[0], c[-1]] for c in clips], "prompt": DESCRIBE_PROMPT}
         store.put_narrative(key, text, meta)
     return text
+
+
+def prefetch_narratives(videos: Sequence[VideoRef], *, benchmark: Any, captioner: Any, store: Any, n_clips: int = 3,
+                        max_clip_frames: int = 20, n_frames: int = DEFAULT_N_FRAMES) -> None:
+    """Caption every clip of the ``videos`` whose narrative ``store`` lacks in one batch
+    (a captioner with ``caption_videos``), so :func:`narrative_for` then finds them all
+    cached. A no-op for captioners that cannot batch or have whole narratives."""
+    batch = getattr(captioner, "caption_videos", None)
+    if store is None or not callable(batch) or callable(getattr(captioner, "narrative", None)):
+        return
+    todo: dict[str, tuple[VideoRef, list[list[int]]]] = {}
+    for ref in videos:
+        key = narrative_key(ref.video_id, captioner.name, n_clips, max_clip_frames, n_frames)
+        if key in todo or store.get_narrative(key) is not None:
+            continue
+        total = ref.n_frames or (len(benchmark.frames(ref)) if benchmark is not None else 0)
+        if total:
+            todo[key] = (ref, clip_indices(int(total), n_clips=n_clips, max_clip_frames=max_clip_frames,
+                                           n_frames=n_frames))
+    if not todo:
+        return
+    captions = batch(list(todo.values()))
+    for (key, (ref, clips)), caps in zip(todo.items(), captions, strict=True):
+        _keep(ref, key, clips, [str(c) for c in caps], captioner, store)
