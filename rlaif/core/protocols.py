@@ -57,7 +57,8 @@ class Policy(Protocol):
                           with_values: bool = False, temperature: float = 1.0, **outputs: bool) -> dict[str, Any]:
         """What the RL update differentiates: ``logprobs`` ``[B, L]`` under ``logits /
         temperature`` (as :meth:`generate` records them) and ``mask`` ``[B, L]``, with grad;
-        ``values`` ``[B, L]`` (a value head) when ``with_values``; ``entropies`` ``[B, L]``
+        ``values`` ``[B, L]`` when ``with_values`` (only a :class:`ValueModel` has them:
+        from the value model, never the policy's own trunk); ``entropies`` ``[B, L]``
         when called with ``with_entropies=True`` (asked only when a loss needs them)."""
         ...
 
@@ -70,6 +71,34 @@ class Policy(Protocol):
         ...
 
     def save(self, directory: str) -> None: ...
+
+
+@runtime_checkable
+class ValueModel(Protocol):
+    """Optional capability of a policy: PPO's critic, a model beside the actor, as in
+    VLM-RLAIF (a value model initialised from the reward model, not a head on the
+    policy). The built-in policies give it a LoRA adapter of its own on the frozen base
+    plus a scalar head: values are computed with that adapter on, so the value loss moves
+    only the value adapter and head, and the policy loss never reaches them. Its
+    parameters are among ``trainable_parameters()`` (so they train and are checkpointed).
+    The RL loop checks for it when a loss needs ``values`` or sets ``value_init``."""
+
+    value_head: Any
+
+    def add_value_head(self) -> Any:
+        """Create the value model (idempotent; before the optimizer is built) and return
+        its head, an ``nn.Linear(hidden, 1)`` the loop may load a reward model's head into."""
+        ...
+
+    def values(self, prompts: Sequence[Prompt], rollouts: Sequence[Rollout]) -> Any:
+        """Per-token values ``[B, L]`` of ``rollouts[i]`` given ``prompts[i]``, with grad,
+        zero outside the response mask."""
+        ...
+
+    def value_parameters(self) -> Any:
+        """The value model's share of ``trainable_parameters()``; the loop clips its
+        gradient apart from the policy's, so the value loss never rescales a policy step."""
+        ...
 
 
 @runtime_checkable

@@ -185,17 +185,18 @@ def build_components(config: RunConfig, registry: Registry, *, store: Any = None
 
 
 def init_value_head(comp: Components) -> str | None:
-    """Give the policy its value head before the optimizer is built, when the loss needs
-    values (PPO): zero-initialised, or from a reward model when the loss asks for it
-    (``[loss] value_init = "RM_DIR"``). Returns the reward model path used, if any.
-    (A head made lazily at the first forward would miss the optimizer, and a checkpoint
-    holding it would not load into a policy without one.)"""
+    """Give the policy its value model (``ValueModel``: a LoRA adapter of its own and a
+    head, separate from the policy's adapter) before the optimizer is built, when the loss
+    needs values (PPO): the head zero-initialised, or from a reward model when the loss
+    asks for it (``[loss] value_init = "RM_DIR"``). Returns the reward model path used,
+    if any. (A value model made lazily at the first forward would miss the optimizer, and
+    a checkpoint holding it would not load into a policy without one.)"""
     path = getattr(comp.loss, "value_init", None)
     if not path and "values" not in getattr(comp.loss, "needs", ()):
         return None
     if not hasattr(comp.policy, "add_value_head"):
-        raise UsageError(f"loss {getattr(comp.loss, 'name', '?')} needs a value head and policy "
-                         f"{getattr(comp.policy, 'name', '?')} has none")
+        raise UsageError(f"loss {getattr(comp.loss, 'name', '?')} needs a value model and policy "
+                         f"{getattr(comp.policy, 'name', '?')} has none (ValueModel: add_value_head, values)")
     head = comp.policy.add_value_head()
     if not path:
         return None
@@ -358,6 +359,10 @@ def update_policy(data: StepData, comp: Components, optimizer: Any, config: RunC
     temperature = config.run.temperature  # the distribution the stored log-probs are under
     fixed = loss_tensors(data, comp, config, chunks, precision)
     params = list(comp.policy.trainable_parameters())
+    # A value model (PPO's critic) is clipped on its own: the value loss must not rescale the policy's step.
+    value_ids = {id(p) for p in getattr(comp.policy, "value_parameters", list)()} if "values" in needs else set()
+    actor = [p for p in params if id(p) not in value_ids]
+    critic = [p for p in params if id(p) in value_ids]
     metrics: dict[str, float] = {}
     for _ in range(config.run.inner_epochs):
         optimizer.zero_grad(set_to_none=False)
@@ -384,7 +389,9 @@ def update_policy(data: StepData, comp: Components, optimizer: Any, config: RunC
                 if p.grad is not None:
                     p.grad.copy_(accelerator.reduce(p.grad, reduction="mean"))
         precision.unscale_(optimizer)
-        metrics["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, 1.0))
+        metrics["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(actor, 1.0))
+        if critic:
+            metrics["value_grad_norm"] = float(torch.nn.utils.clip_grad_norm_(critic, 1.0))
         precision.step(optimizer)
     return metrics
 

@@ -259,3 +259,63 @@ def test_replayed_step_is_on_policy(llama_dir: str) -> None:
         [[r.token_ids for r in g.rollouts] for g in data.groups]
     _, metrics = gradients(comp, fresh, config)
     assert metrics["clip_frac"] == 0.0
+
+
+@pytest.mark.parametrize("which", ["hf-causal-lm", "tiny-video-lm"])
+def test_ppo_value_model_is_separate_from_the_policy_adapter(llama_dir: str, which: str, tmp_path: Path) -> None:
+    """PPO as VLM-RLAIF does it: the critic is a LoRA adapter and head of its own. The
+    value loss adds nothing to the policy's (clipped) gradient, the policy loss nothing
+    to the critic's, and the value adapter does learn from the value loss."""
+    config = make_config()
+    if which == "hf-causal-lm":
+        comp, data = setup(llama_dir, PPOLoss(vf_coef=1.0), config)
+    else:
+        comp = Components(None, tiny_video_policy(tmp_path), DistinctWords(), PPOLoss(vf_coef=1.0))
+        init_value_head(comp)
+        gen = torch.Generator().manual_seed(1)
+        with torch.no_grad():  # a policy adapter away from its reference, a non-zero value head
+            torch.nn.init.normal_(comp.policy.value_head.weight, std=0.1, generator=gen)
+            for name, p in comp.policy.named_trainable_parameters():
+                if "lora_B.default" in name:
+                    p.copy_(torch.randn(p.shape, generator=gen) * 0.3)
+        data = sample_step(1, step_prompts(), comp, config)
+    with_value, metrics = gradients(comp, data, config)
+    comp.loss = PPOLoss(vf_coef=0.0)
+    policy_only, _ = gradients(comp, data, config)
+    actor = [n for n in with_value if ("lora_" in n and ".default." in n) or n.startswith("projector")]
+    critic = [n for n in with_value if n not in actor]
+    assert metrics["vf_loss"] > 0 and any(float(policy_only[n].abs().sum()) > 0 for n in actor)
+    for name in actor:
+        torch.testing.assert_close(with_value[name], policy_only[name], atol=1e-9, rtol=0, msg=name)
+    assert any(".value." in n for n in critic) and {"value_head.weight", "value_head.bias"} <= set(critic)
+    assert {id(p) for p in comp.policy.value_parameters()} == \
+        {id(p) for n, p in comp.policy.named_trainable_parameters() if n in critic}
+    for name in critic:
+        assert float(policy_only[name].abs().sum()) == 0.0, name
+    assert any(float(with_value[n].abs().sum()) > 0 for n in critic if ".value." in n)
+
+
+def test_ppo_value_model_is_checkpointed_and_restored(llama_dir: str, tmp_path: Path) -> None:
+    from rlaif.train.rl import make_optimizer, trainable_state
+
+    config = make_config(lr=1e-2)
+    comp, data = setup(llama_dir, PPOLoss(vf_coef=1.0), config)
+    before = trainable_state(comp.policy)
+    optimizer = make_optimizer(comp.policy, config)
+    update_policy(data, comp, optimizer, config, accelerator=None)
+    state = trainable_state(comp.policy)
+    assert any(not torch.equal(state[n], before[n]) for n in state if ".value." in n)  # the critic trained
+    save_checkpoint(tmp_path, 1, comp.policy, optimizer)
+
+    fresh = Components(None, build_hf_causal_lm(llama_dir, lora_r=4, lora_alpha=8, device="cpu", dtype="float32"),
+                       None, PPOLoss())
+    init_value_head(fresh)  # as the loop does on resume, before the optimizer
+    load_checkpoint(tmp_path / "checkpoints" / "step-000001", fresh.policy, make_optimizer(fresh.policy, config))
+    restored = trainable_state(fresh.policy)
+    assert restored.keys() == state.keys()
+    for name in state:
+        assert torch.equal(restored[name], state[name]), name
+    prompts = [g.prompt for g in data.groups for _ in g.rollouts]
+    rollouts = [r for g in data.groups for r in g.rollouts]
+    with torch.no_grad():
+        torch.testing.assert_close(fresh.policy.values(prompts, rollouts), comp.policy.values(prompts, rollouts))

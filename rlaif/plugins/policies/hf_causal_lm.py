@@ -37,6 +37,7 @@ from rlaif.plugins.policies.hf_common import (
     empty_outputs,
     sampling_temperature,
     token_entropies,
+    value_adapter_active,
 )
 
 DEFAULT_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
@@ -209,8 +210,8 @@ class HFCausalLM(PeftPolicyBase):
         """Teacher-forced log-probs of ``rollouts[i]`` given ``prompts[i]`` (with grad).
 
         Returns ``logprobs`` ``[N, L]``, ``mask`` ``[N, L]`` (float, 1 on response tokens)
-        and, with ``with_values``, ``values`` ``[N, L]``: the value head on the hidden state
-        that predicts each token; with ``with_entropies``, ``entropies`` ``[N, L]``: the
+        and, with ``with_values``, ``values`` ``[N, L]``: the value model (value adapter on,
+        a forward of its own) on the hidden state that predicts each token; with ``with_entropies``, ``entropies`` ``[N, L]``: the
         policy's entropy at each response position."""
         if len(prompts) != len(rollouts):
             raise ValueError(f"{len(prompts)} prompts for {len(rollouts)} rollouts; pass one prompt per rollout")
@@ -225,15 +226,18 @@ class HFCausalLM(PeftPolicyBase):
         if length == 0:
             return empty_outputs(len(prompts), response_mask, with_values=with_values, with_entropies=with_entropies)
         out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=False,
-                         logits_to_keep=length + 1, output_hidden_states=with_values)
+                         logits_to_keep=length + 1)
         # Kept logits sit at positions P-1 .. P+L-1; position P-1+t predicts response token t.
         logprobs = self.token_logprobs(out.logits[:, :-1], ids[:, width:], temperature) * response_mask  # [N, L]
         result = {"logprobs": logprobs, "mask": response_mask}
         if with_entropies:
             result["entropies"] = token_entropies(out.logits[:, :-1], temperature) * response_mask
-        if with_values:
+        if with_values:  # the value model: its own adapter on the same frozen base
             head = self.add_value_head()
-            hidden = out.hidden_states[-1][:, width - 1 : width - 1 + length]  # [N, L, H]
+            with value_adapter_active(self.model):
+                critic = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=False,
+                                    logits_to_keep=1, output_hidden_states=True)
+            hidden = critic.hidden_states[-1][:, width - 1 : width - 1 + length]  # [N, L, H]
             result["values"] = head(hidden.to(head.weight.dtype)).squeeze(-1) * response_mask
         return result
 
@@ -257,7 +261,7 @@ class HFCausalLM(PeftPolicyBase):
 
         directory = os.fspath(directory)
         os.makedirs(directory, exist_ok=True)
-        self.model.save_pretrained(directory)
+        self.model.save_pretrained(directory, selected_adapters=[self.model.active_adapter])  # not the critic
         self.tokenizer.save_pretrained(directory)
         if self.value_head is not None:
             state = {k: v.detach().contiguous().cpu() for k, v in self.value_head.state_dict().items()}

@@ -1,5 +1,6 @@
 """What every transformers-backed policy shares (``hf-causal-lm``, ``hf-vlm``): the
-LoRA-adapted model kept in eval mode, the zero-initialised value head, the trainable
+LoRA-adapted model kept in eval mode, the value model (its own LoRA adapter and a
+zero-initialised head), the trainable
 parameters, device moves, the reference policy as "adapter off", decoding and the
 assembly of sampled rows into rollout groups."""
 
@@ -13,6 +14,58 @@ import torch
 from torch import nn
 
 from rlaif.core.records import Prompt, Rollout
+
+#: Name of the critic's LoRA adapter beside the policy's (peft's ``"default"``).
+VALUE_ADAPTER = "value"
+
+
+def add_value_adapter(model: Any) -> None:
+    """Give a peft model a second LoRA adapter for PPO's value model (idempotent): the
+    policy adapter's config (rank, alpha, targets), trainable, but not active. As in
+    VLM-RLAIF the critic is a model of its own beside the actor: values are computed
+    with this adapter on (:func:`value_adapter_active`), so the value loss moves only it
+    and the head, and the policy loss never reaches it."""
+    import copy
+
+    if VALUE_ADAPTER in model.peft_config:
+        return
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    config = copy.deepcopy(model.peft_config[model.active_adapter])
+    config.inference_mode = False
+    model.add_adapter(VALUE_ADAPTER, config)
+    for p in trainable + value_adapter_parameters(model):  # peft leaves an inactive adapter frozen
+        p.requires_grad_(True)
+
+
+def trainable_lora_parameters(model: Any) -> list[tuple[str, nn.Parameter]]:
+    """The peft model's trainable weights: those requiring grad, and the value adapter's
+    whatever peft's flags say (toggling adapters, e.g. for the reference policy, freezes
+    every adapter but the active one), so the optimizer and checkpoints see one set."""
+    value = {id(p) for p in value_adapter_parameters(model)}
+    return [(n, p) for n, p in model.named_parameters() if p.requires_grad or id(p) in value]
+
+
+def value_adapter_parameters(model: Any) -> list[nn.Parameter]:
+    """The value adapter's LoRA weights (empty before :func:`add_value_adapter`)."""
+    return [p for name, p in model.named_parameters() if f".{VALUE_ADAPTER}." in name and "lora_" in name]
+
+
+@contextmanager
+def value_adapter_active(model: Any) -> Iterator[None]:
+    """The value adapter switched on in place of the policy's. peft's ``set_adapter``
+    also freezes every inactive adapter; the trainable set is put back, so the optimizer's
+    parameters (and checkpoints) do not depend on which adapter happens to be on."""
+    policy = model.active_adapter
+    trainable = [p for _, p in trainable_lora_parameters(model)]
+    model.set_adapter(VALUE_ADAPTER)
+    for p in trainable:
+        p.requires_grad_(True)
+    try:
+        yield
+    finally:
+        model.set_adapter(policy)
+        for p in trainable:  # still True when the backward pass reaches the value adapter
+            p.requires_grad_(True)
 
 
 class PeftPolicyBase:
@@ -31,7 +84,7 @@ class PeftPolicyBase:
         self.value_head: nn.Linear | None = None
         if isinstance(value_head, nn.Linear):
             self.value_head = value_head.to(self.device)
-        elif value_head:
+        if value_head is not False:
             self.add_value_head()
         self.eos_ids = eos_ids(model, tokenizer)
         pad = tokenizer.pad_token_id
@@ -39,22 +92,34 @@ class PeftPolicyBase:
 
     # -- parameters and modes ----------------------------------------------------------
     def add_value_head(self) -> nn.Linear:
-        """A scalar value head on the LM's last hidden state, zero-initialised as in
-        VLM-RLAIF's PPO (values start at 0 and learn from returns)."""
+        """The value model (``ValueModel``): a LoRA adapter of its own
+        (:func:`add_value_adapter`) and a scalar head on its last hidden state,
+        zero-initialised as in VLM-RLAIF's PPO (values start at 0 and learn from returns)
+        unless the loop loads a reward model's head into it. Idempotent."""
         if self.value_head is None:
             head = nn.Linear(self.hidden_size, 1)
             nn.init.zeros_(head.weight)
             nn.init.zeros_(head.bias)
             self.value_head = head.to(self.device)
+        add_value_adapter(self.model)
         return self.value_head
+
+    def values(self, prompts: Sequence[Prompt], rollouts: Sequence[Rollout]) -> torch.Tensor:
+        """``[N, L]`` values of each response position from the value model (with grad)."""
+        return self.forward_responses(prompts, rollouts, with_values=True)["values"]
+
+    def value_parameters(self) -> list[nn.Parameter]:
+        """The value model's share of :meth:`trainable_parameters` (adapter and head)."""
+        head = list(self.value_head.parameters()) if self.value_head is not None else []
+        return value_adapter_parameters(self.model) + head
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         """LoRA weights, and the value head if any."""
-        params = [p for p in self.model.parameters() if p.requires_grad]
+        params = [p for _, p in trainable_lora_parameters(self.model)]
         return params + (list(self.value_head.parameters()) if self.value_head is not None else [])
 
     def named_trainable_parameters(self) -> list[tuple[str, nn.Parameter]]:
-        named = [("model." + n, p) for n, p in self.model.named_parameters() if p.requires_grad]
+        named = [("model." + n, p) for n, p in trainable_lora_parameters(self.model)]
         if self.value_head is not None:
             named += [("value_head." + n, p) for n, p in self.value_head.named_parameters()]
         return named

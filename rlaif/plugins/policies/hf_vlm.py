@@ -48,6 +48,7 @@ from rlaif.plugins.policies.hf_common import (
     empty_outputs,
     sampling_temperature,
     token_entropies,
+    value_adapter_active,
 )
 
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -565,8 +566,8 @@ class HFVideoVLM(PeftPolicyBase):
         """Teacher-forced log-probs of ``rollouts[i]`` given ``prompts[i]`` (with grad).
 
         Returns ``logprobs`` ``[N, L]``, ``mask`` ``[N, L]`` (float, 1 on response tokens)
-        and, with ``with_values``, ``values`` ``[N, L]``: the value head on the hidden state
-        that predicts each token (the state before it is emitted); with
+        and, with ``with_values``, ``values`` ``[N, L]``: the value model (value adapter on,
+        a forward of its own) on the hidden state that predicts each token; with
         ``with_entropies``, ``entropies`` ``[N, L]``: the policy's entropy there."""
         if len(prompts) != len(rollouts):
             raise ValueError(f"{len(prompts)} prompts for {len(rollouts)} rollouts; pass one prompt per rollout")
@@ -587,16 +588,20 @@ class HFVideoVLM(PeftPolicyBase):
             position_ids = kwargs["attention_mask"].long().cumsum(-1) - 1
             kwargs["position_ids"] = position_ids.masked_fill(kwargs["attention_mask"] == 0, 0)
         with self._checkpointing():
-            out = self.model(**kwargs, use_cache=False, logits_to_keep=length + 1, output_hidden_states=with_values)
+            out = self.model(**kwargs, use_cache=False, logits_to_keep=length + 1)
         targets = kwargs["input_ids"][:, width:]  # [N, L]
         # Kept logits sit at positions P-1 .. P+L-1; position P-1+t predicts response token t.
         logprobs = self.token_logprobs(out.logits[:, :-1], targets, temperature) * mask  # [N, L]
         result = {"logprobs": logprobs, "mask": mask}
         if with_entropies:
             result["entropies"] = token_entropies(self.policy_logits(out.logits[:, :-1], temperature)) * mask
-        if with_values:
+        if with_values:  # the value model: its own adapter on the same frozen base
             head = self.add_value_head()
-            hidden = out.hidden_states[-1][:, width - 1 : width - 1 + length]  # [N, L, H]
+            # No activation checkpointing here: its recompute in backward would run with
+            # whichever adapter is on by then (the policy's).
+            with value_adapter_active(self.model):
+                critic = self.model(**kwargs, use_cache=False, logits_to_keep=1, output_hidden_states=True)
+            hidden = critic.hidden_states[-1][:, width - 1 : width - 1 + length]  # [N, L, H]
             result["values"] = head(hidden.to(head.weight.dtype)).squeeze(-1) * mask
         return result
 
@@ -644,7 +649,7 @@ class HFVideoVLM(PeftPolicyBase):
 
         directory = os.fspath(directory)
         os.makedirs(directory, exist_ok=True)
-        self.model.save_pretrained(directory)
+        self.model.save_pretrained(directory, selected_adapters=[self.model.active_adapter])  # not the critic
         self.tokenizer.save_pretrained(directory)
         if self.chat_template and not getattr(self.tokenizer, "chat_template", None):
             with open(os.path.join(directory, "chat_template.jinja"), "w", encoding="utf-8") as f:

@@ -57,7 +57,14 @@ from rlaif.plugins.encoders.tiny_conv import (
     default_benchmark,
     world_fingerprint,
 )
-from rlaif.plugins.policies.hf_common import empty_outputs, token_entropies
+from rlaif.plugins.policies.hf_common import (
+    add_value_adapter,
+    empty_outputs,
+    token_entropies,
+    trainable_lora_parameters,
+    value_adapter_active,
+    value_adapter_parameters,
+)
 from rlaif.plugins.policies.tiny_lm import (
     QA_TEMPLATE,
     load_tiny_lm,
@@ -199,22 +206,35 @@ class TinyVideoLM:
 
     # -- parameters --------------------------------------------------------------------
     def add_value_head(self) -> nn.Linear:
-        """A scalar value head on the LM's last hidden state, zero-initialised (PPO)."""
+        """The value model (``ValueModel``, PPO): a LoRA adapter of its own on the LM
+        (``hf_common.add_value_adapter``) and a scalar head on its last hidden state,
+        zero-initialised unless the loop loads a reward model's head. Idempotent."""
         if self.value_head is None:
             self.value_head = nn.Linear(self.hidden_size, 1).to(self.device)
             nn.init.zeros_(self.value_head.weight)
             nn.init.zeros_(self.value_head.bias)
+        add_value_adapter(self.lm)
         return self.value_head
+
+    def values(self, prompts: Sequence[Prompt], rollouts: Sequence[Rollout]) -> torch.Tensor:
+        """``[N, L]`` values of each response position from the value model (with grad)."""
+        return self.forward_responses(prompts, rollouts, with_values=True)["values"]
+
+    def value_parameters(self) -> list[nn.Parameter]:
+        """The value model's share of :meth:`trainable_parameters` (adapter and head)."""
+        head = list(self.value_head.parameters()) if self.value_head is not None else []
+        return value_adapter_parameters(self.lm) + head
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         """LoRA weights, the projector when trainable, and the value head if any."""
-        modules: list[nn.Module] = [self.lm, self.projector]
+        modules: list[nn.Module] = [self.projector]
         if self.value_head is not None:
             modules.append(self.value_head)
-        return [p for m in modules for p in m.parameters() if p.requires_grad]
+        lora = [p for _, p in trainable_lora_parameters(self.lm)]
+        return lora + [p for m in modules for p in m.parameters() if p.requires_grad]
 
     def named_trainable_parameters(self) -> list[tuple[str, nn.Parameter]]:
-        named = [("lm." + n, p) for n, p in self.lm.named_parameters() if p.requires_grad]
+        named = [("lm." + n, p) for n, p in trainable_lora_parameters(self.lm)]
         named += [("projector." + n, p) for n, p in self.projector.named_parameters() if p.requires_grad]
         if self.value_head is not None:
             named += [("value_head." + n, p) for n, p in self.value_head.named_parameters()]
@@ -441,8 +461,8 @@ class TinyVideoLM:
         """Teacher-forced log-probs of ``rollouts[i]`` given ``prompts[i]`` (with grad).
 
         Returns ``logprobs`` ``[N, L]``, ``mask`` ``[N, L]`` (float, 1 on response
-        tokens) and, with ``with_values``, ``values`` ``[N, L]``: the value head on the
-        hidden state that predicts each token (the state before it is emitted); with
+        tokens) and, with ``with_values``, ``values`` ``[N, L]``: the value model (value
+        adapter on, a forward of its own) on the hidden state that predicts each token (the state before it is emitted); with
         ``with_entropies``, ``entropies`` ``[N, L]``: the policy's entropy there."""
         if len(prompts) != len(rollouts):
             raise ValueError(f"{len(prompts)} prompts for {len(rollouts)} rollouts; pass one prompt per rollout")
@@ -468,16 +488,18 @@ class TinyVideoLM:
         if L == 0:
             return empty_outputs(n, resp_mask, with_values=with_values, with_entropies=with_entropies)
         embeds, mask, positions, P = self._layout(requests, responses)
-        out = self.lm(inputs_embeds=embeds, attention_mask=mask, position_ids=positions,
-                      output_hidden_states=with_values, logits_to_keep=L + 1)
+        out = self.lm(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, logits_to_keep=L + 1)
         logits = out.logits[:, :-1].float() / temperature  # [N, L, V]: columns P-1 .. P+L-2
         logprobs = torch.log_softmax(logits, dim=-1).gather(-1, targets[..., None]).squeeze(-1) * resp_mask
         result = {"logprobs": logprobs, "mask": resp_mask}
         if with_entropies:
             result["entropies"] = token_entropies(logits) * resp_mask
-        if with_values:
+        if with_values:  # the value model: its own adapter; the (policy's) projector gets no value gradient
             head = self.add_value_head()
-            hidden = out.hidden_states[-1][:, P - 1 : P + L - 1]  # [N, L, H]
+            with value_adapter_active(self.lm):
+                critic = self.lm(inputs_embeds=embeds.detach(), attention_mask=mask, position_ids=positions,
+                                 output_hidden_states=True, logits_to_keep=1)
+            hidden = critic.hidden_states[-1][:, P - 1 : P + L - 1]  # [N, L, H]
             result["values"] = head(hidden).squeeze(-1) * resp_mask
         return result
 
@@ -553,7 +575,7 @@ class TinyVideoLM:
         directory.mkdir(parents=True, exist_ok=True)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            self.lm.save_pretrained(str(directory / "adapter"))
+            self.lm.save_pretrained(str(directory / "adapter"), selected_adapters=[self.lm.active_adapter])
         save_file(_cpu_state(self.projector), str(directory / "projector.safetensors"))
         if self.value_head is not None:
             save_file(_cpu_state(self.value_head), str(directory / "value_head.safetensors"))
