@@ -180,7 +180,8 @@ def test_llava_onevision_contract(policy):  # type: ignore[no-untyped-def]
     assert names and all("lora_" in n and "language_model" in n for n in names)
     assert len(policy.trainable_parameters()) == len(names) and policy.value_head is None
     check_policy_contract(policy)
-    assert len(policy.trainable_parameters()) == len(names) + 2  # with_values added the value head
+    # with_values added the value model: an adapter of its own (as many weights as the policy's) and a head
+    assert len(policy.trainable_parameters()) == 2 * len(names) + 2
 
 
 def test_placeholders_never_sampled_even_when_favoured(llava_dir):  # type: ignore[no-untyped-def]
