@@ -1,7 +1,10 @@
 """Curriculum supervised fine-tuning of the default policy (VLM-RLAIF stage 1).
 
 Recipe (methods.md §2): train the projector and LoRA adapters (encoder and LM weights
-frozen) on three kinds of items built from the benchmark's ``sft`` split:
+frozen). First, where the benchmark offers ``alignment_examples`` (the video world does:
+captions of fresh videos in no split), one epoch of feature alignment on them, as LLaVA's
+stage 1 does: perception from plentiful described videos. Then three kinds of items
+built from the benchmark's ``sft`` split:
 
 * **QA**: each question -> its reference answer;
 * **clip captions**: "Describe this video in detail." over one clip (frames restricted to
@@ -45,7 +48,7 @@ from typing import Any
 
 from rlaif.core.records import Prompt
 
-SFT_RECIPE = "sft/3"  # bump when the defaults below change (invalidates cached SFT runs)
+SFT_RECIPE = "sft/4"  # bump when the defaults below change (invalidates cached SFT runs)
 LABELS = "ABCDEFGH"
 LONG_QTYPES = frozenset({"describe", "caption"})
 
@@ -159,6 +162,20 @@ def build_sft_items(benchmark: Any, *, seed: int = 0, split: str = "sft", judge_
     return items
 
 
+def alignment_items(benchmark: Any, n_videos: int) -> list[SFTItem]:
+    """Stage 0, feature alignment (LLaVA stage 1): captions of ``n_videos`` fresh videos
+    from ``benchmark.alignment_examples`` (videos in no split), one epoch, before the
+    curriculum. Captions only: perception is learned from plentiful described videos,
+    while question answering still comes from the small labelled split alone, which
+    leaves RL its job. Empty when the benchmark offers none or ``n_videos`` is 0."""
+    make = getattr(benchmark, "alignment_examples", None)
+    if not n_videos or not callable(make):
+        return []
+    items = [SFTItem(p, str(p.reference), "caption") for p in make(n_videos) if p.reference]
+    random.Random("align").shuffle(items)
+    return items
+
+
 def curriculum_stages(items: Sequence[SFTItem], answer_length: Any, *, curriculum: bool = True, seed: int = 0,
                       replay: float = 0.5) -> list[tuple[str, list[SFTItem]]]:
     """``[("easy", ...), ("hard", ...)]``: items split at the median answer length (items
@@ -212,6 +229,7 @@ def run_sft(
     judge_fraction: float = 0.5,
     replay: float = 0.5,
     frame_views: int = 1,
+    align_videos: int = 1000,
     max_steps: int | None = None,
     policy: Any = None,
     progress: bool = True,
@@ -220,7 +238,7 @@ def run_sft(
 
     ``policy`` overrides the starting policy (default: a fresh ``tiny-video-lm`` on the
     cached pre-trained base of ``benchmark``); ``max_steps`` caps the total optimizer
-    steps (tests)."""
+    steps (tests); ``align_videos`` fresh videos feed the alignment stage (0: none)."""
     import torch
 
     from rlaif.plugins.policies.tiny_video_lm import TinyVideoLM, cached_base, from_base
@@ -238,7 +256,14 @@ def run_sft(
     items = build_sft_items(benchmark, seed=seed, judge_fraction=judge_fraction)
     stages = curriculum_stages(items, lambda a: len(policy.answer_ids(a)), curriculum=curriculum, seed=seed,
                                replay=replay)
-    total_steps = sum(math.ceil(len(s) / batch_size) * epochs_per_stage for _, s in stages)
+    align = alignment_items(benchmark, align_videos)
+    if align:
+        stages.insert(0, ("align", align))
+
+    def epochs_of(name: str) -> int:
+        return 1 if name == "align" else epochs_per_stage
+
+    total_steps = sum(math.ceil(len(s) / batch_size) * epochs_of(n) for n, s in stages)
     if max_steps is not None:
         total_steps = min(max_steps, total_steps)
 
@@ -274,7 +299,7 @@ def run_sft(
             continue
         stage_losses: list[float] = []
         stage_steps = 0
-        for epoch in range(epochs_per_stage):
+        for epoch in range(epochs_of(name)):
             order = list(stage_items)
             random.Random(f"epoch:{seed}:{name}:{epoch}").shuffle(order)
             jitter = random.Random(f"views:{seed}:{name}:{epoch}")

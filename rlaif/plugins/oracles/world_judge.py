@@ -35,7 +35,7 @@ from typing import Any
 
 from rlaif.core.errors import OracleError
 
-JUDGE_RECIPE = "world-judge/2"
+JUDGE_RECIPE = "world-judge/3"
 #: Size of the judge LM (a Llama), trained from scratch.
 JUDGE_HIDDEN, JUDGE_LAYERS = 128, 3
 
@@ -61,7 +61,7 @@ def examples_digest(examples: Sequence[tuple[str, str, str]]) -> str:
 
 # ----------------------------------------------------------------------------- training
 def train_world_judge(examples: Sequence[tuple[str, str, str]], out_dir: str | Path, *, seed: int = 0,
-                      steps: int = 1500, batch_size: int = 32, lr: float = 2e-3,
+                      steps: int = 3000, batch_size: int = 32, lr: float = 2e-3,
                       progress: bool = False) -> dict[str, Any]:
     """Train the judge from scratch on ``(narrative, question, answer)`` examples: a
     byte-level BPE on their text, then a tiny Llama whose loss weighs answer tokens 10x

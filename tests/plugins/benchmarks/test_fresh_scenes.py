@@ -81,3 +81,16 @@ def test_frame_targets_match_the_rendered_frames(world: VideoWorld) -> None:
     assert targets["present"].shape[1] == len(object_classes())
     visible = frames.reshape(len(frames), -1).max(1) > 60  # something drawn on black
     assert np.array_equal(visible, targets["count"] > 0)
+
+
+def test_alignment_examples_caption_fresh_videos_on_disk(world: VideoWorld) -> None:
+    examples = world.alignment_examples(n_videos=3)
+    private = world.private_narratives()
+    assert {p.qtype for p in examples} == {"caption"}
+    assert len({p.video.video_id for p in examples}) == 3
+    for p in examples:
+        start, stop = p.meta["frame_range"]
+        frames = world.frames(p.video, 4, frame_range=(start, stop))  # a real mp4 through PyAV
+        assert frames.shape[1:] == (world.size, world.size, 3)
+        assert p.reference and p.reference not in private
+    assert examples == world.alignment_examples(n_videos=3)  # written once, read back the same

@@ -267,6 +267,34 @@ class VideoWorld:
                     out.append((cuts[(k + j) % 2], qa.question, qa.answer))
         return out
 
+    def alignment_examples(self, n_videos: int = 1000) -> list[Prompt]:
+        """Captioning examples on fresh videos (in no split): LLaVA-style feature-
+        alignment data for a policy's first SFT stage. Each video is cut as a narrative
+        builder cuts it (1 clip and 3 clips of sampled frames); every clip is one
+        "Describe this video in detail." item whose reference is its gold caption. The
+        mp4 files are written once under the world's folder (``fresh-align/``)."""
+        folder = self.root / "fresh-align"
+        folder.mkdir(parents=True, exist_ok=True)
+        out: list[Prompt] = []
+        for scene in self.fresh_scenes(n_videos, "align"):
+            video = scene.video
+            path = folder / f"{video.video_id}.mp4"
+            if not path.exists():
+                tmp = folder / f"{video.video_id}.{os.getpid()}.tmp.mp4"
+                write_video(tmp, video.render(), fps=self.fps, codec=self.codec)
+                os.replace(tmp, path)
+            ref = VideoRef(video.video_id, str(path), n_frames=video.n_frames, fps=self.fps)
+            for n_clips in (1, 3):
+                clips = narrative_clips(video.n_frames, n_clips)
+                for k, (clip, caption) in enumerate(zip(clips, scene.clip_captions(n_clips), strict=True)):
+                    out.append(Prompt(
+                        prompt_id=f"{video.video_id}-a{n_clips}-{k}", video=ref, question=DESCRIBE_QUESTION,
+                        reference=caption, qtype="caption",
+                        meta={"split": "fresh", "frame_range": [clip[0], clip[-1] + 1],
+                              "answer_words": len(caption.split())},
+                    ))  # fmt: skip
+        return out
+
     def private_narratives(self) -> set[str]:
         """Every gold narrative of the ``rl`` and ``test`` videos, under the stored clip
         cut and the 1- and 3-clip cuts a narrative builder makes: the strings no
