@@ -35,7 +35,7 @@ def run_command(
     seed: Optional[int] = typer.Option(None, "--seed"),
     lr: Optional[float] = typer.Option(None, "--lr", help="Learning rate."),
     judge: Optional[str] = typer.Option(
-        None, "--judge", help="llm-judge: smollm2 | self | openai | a local dir or hub id."),
+        None, "--judge", help="llm-judge: world (default) | smollm2 | self | openai | a local dir or hub id."),
     judge_url: Optional[str] = typer.Option(
         None, "--judge-url", help="llm-judge: an OpenAI-compatible base URL (http://127.0.0.1:8000/v1)."),
     context: Optional[str] = typer.Option(None, "--context", help="llm-judge: narrative | none | gold."),
