@@ -203,7 +203,7 @@ class LLMJudgeOracle:
     needs_reference = False
 
     def __init__(self, backend: Any, *, mode: str = "score", pairwise: bool = False, pointwise: bool = False,
-                 permutations: int = 1,
+                 score_levels: int | None = None, permutations: int = 1,
                  context: str = "narrative", n_clips: int = 3, template: str | None = None, on_failure: str = "skip",
                  seed: int = 0, max_new_tokens: int = 64, benchmark: Any = None, policy: Any = None,
                  store: Any = None, captioner: Any = None) -> None:
@@ -217,6 +217,9 @@ class LLMJudgeOracle:
         # Pointwise scores are P(correct); listwise and pairwise ones are label
         # likelihoods or Borda points with no fixed scale (losses then use ranks).
         self.score_range = (0.0, 1.0) if pointwise else None
+        if score_levels is not None and (not pointwise or int(score_levels) < 2):
+            raise ConfigError("llm-judge score_levels needs pointwise judging and at least 2 levels")
+        self.score_levels = None if score_levels is None else int(score_levels)
         self.permutations = int(permutations)
         self.context = context
         self.n_clips = int(n_clips)
@@ -478,6 +481,9 @@ class LLMJudgeOracle:
             p_yes = self._verdict_probability(reply)
             if p_yes is None:
                 return self._failed(group, reply.failure or "unreadable verdict", "\n".join(raws))
+            if self.score_levels is not None:  # a verdict on a fixed scale: clear misses tie
+                top = self.score_levels - 1
+                p_yes = round(p_yes * top) / top
             scores[job.shown[0]] = round(p_yes, 6)
         return Ranking.from_scores(group.prompt.prompt_id, self.name, scores, rationale="P(correct) per answer",
                                    raw="\n".join(raws)[:MAX_RAW_CHARS])
@@ -541,6 +547,7 @@ def build_llm_judge(
     mode: str = "score",
     pairwise: bool = False,
     pointwise: bool | None = None,
+    score_levels: int | None = None,
     permutations: int = 1,
     context: str = "narrative",
     n_clips: int = 3,
@@ -571,6 +578,10 @@ def build_llm_judge(
     :param pairwise: pairwise tournament, both A/B orders per pair.
     :param pointwise: one verdict (correct: yes / no) per candidate; default: on for the
         world judge (the format it was trained on), off for the others.
+    :param score_levels: pointwise only: P(correct) rounded to this many evenly spaced
+        levels, as a judge scoring on Video-ChatGPT's 0-5 scale does (6 levels, the world
+        judge's default): answers the judge clearly rejects tie instead of being ordered
+        by noise, as the ground truth ties wrong answers.
     :param permutations: listwise candidate orders to judge and aggregate (Borda).
     :param context: ``narrative``, ``none`` or ``gold`` (upper-bound diagnostic).
     :param n_clips: clips per narrative (VLM-RLAIF: 3).
@@ -604,6 +615,7 @@ def build_llm_judge(
                               "'self', 'openai' or a model directory")
         backend = WorldJudgeBackend(cached_world_judge(benchmark, seed=0), device=device)
         pointwise = True if pointwise is None else pointwise
+        score_levels = 6 if score_levels is None and pointwise else score_levels
     elif judge == "smollm2":
         backend = LocalHFBackend.smollm2(device=device)
     elif judge == "self":
@@ -612,7 +624,7 @@ def build_llm_judge(
         backend = PolicyJudgeBackend(policy)
     else:
         backend = LocalHFBackend(judge, device=device)
-    return LLMJudgeOracle(backend, mode=mode, pairwise=pairwise, pointwise=bool(pointwise),
+    return LLMJudgeOracle(backend, mode=mode, pairwise=pairwise, pointwise=bool(pointwise), score_levels=score_levels,
                           permutations=permutations, context=context,
                           n_clips=n_clips, template=template, on_failure=on_failure, seed=seed,
                           max_new_tokens=max_new_tokens, benchmark=benchmark, policy=policy, store=store)

@@ -85,3 +85,17 @@ def test_world_judge_needs_judge_material() -> None:
 
     with pytest.raises(OracleError, match="judge_training_examples"):
         build_llm_judge(judge="world", benchmark=Bare())
+
+
+def test_score_levels_put_verdicts_on_a_fixed_scale(judge_dir: Path, group_of: Any) -> None:
+    from rlaif.core.errors import ConfigError
+
+    fine = LLMJudgeOracle(WorldJudgeBackend(judge_dir), pointwise=True, context="none")
+    coarse = LLMJudgeOracle(WorldJudgeBackend(judge_dir), pointwise=True, score_levels=6, context="none")
+    answers = ["red", "blue", "two", "up"]
+    exact = fine.rank([group_of(0, answers)])[0].scores
+    levelled = coarse.rank([group_of(0, answers)])[0].scores
+    assert exact is not None and levelled is not None
+    assert levelled == [round(p * 5) / 5 for p in exact]
+    with pytest.raises(ConfigError, match="score_levels"):
+        LLMJudgeOracle(WorldJudgeBackend(judge_dir), score_levels=6)
