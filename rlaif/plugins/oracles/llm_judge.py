@@ -492,11 +492,7 @@ class LLMJudgeOracle:
         if reply.failure is not None:
             return None
         if self.scoring:
-            values = reply.label_logprobs or []
-            if len(values) != 2 or any(v != v for v in values):
-                return None
-            yes, no = values
-            return 1.0 / (1.0 + math.exp(max(-50.0, min(50.0, no - yes))))
+            return _first_of_two(reply)
         words = re.findall(r"[a-z]+", reply.text.lower().removeprefix(ANSWER_PREFIX["point"].lower()))
         if not words or words[0] not in VERDICT_LABELS:
             return None
@@ -507,17 +503,23 @@ class LLMJudgeOracle:
         if reply.failure is not None:
             return None
         if self.scoring:
-            values = reply.label_logprobs or []
-            if len(values) != 2 or any(v != v for v in values):
-                return None
-            a, b = values
-            return 1.0 / (1.0 + math.exp(max(-50.0, min(50.0, b - a))))
+            return _first_of_two(reply)
         parsed = parse_ranking(reply.text, job.labels)
         if parsed.failure is not None:
             return None
         if parsed.ties:
             return 0.5
         return 1.0 if parsed.order[0] == 0 else 0.0
+
+
+def _first_of_two(reply: JudgeReply) -> float | None:
+    """P(the first of two labels) from a score-mode reply's two label log-probs (A over B,
+    yes over no), or None when they are missing or NaN."""
+    values = reply.label_logprobs or []
+    if len(values) != 2 or any(v != v for v in values):
+        return None
+    first, second = values
+    return 1.0 / (1.0 + math.exp(max(-50.0, min(50.0, second - first))))
 
 
 def _check_options(mode: str, context: str, on_failure: str, permutations: int, n_clips: int,
