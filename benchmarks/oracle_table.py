@@ -65,7 +65,7 @@ def main() -> None:
             report = run_oracle_check("llm-judge", {"judge": judge, **options}, n_groups=args.groups, group_size=4,
                                       seed=args.seed, benchmark=benchmark, policy=policy, registry=registry)
             run = report["runs"][0]
-            rows.append({"judge": judge, "context": label, **run, "wall_s": time.perf_counter() - started})
+            rows.append({**run, "judge": judge, "context": label, "wall_s": time.perf_counter() - started})
             print(f"{judge:6s} {label:8s} tau {run['kendall_tau']:+.3f} top1 {run['top1']:.3f} "
                   f"bias {run['position_bias']:.3f}", file=sys.stderr)
     captions = caption_quality(benchmark, policy, n_videos=min(args.groups, 60))

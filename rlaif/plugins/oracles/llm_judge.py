@@ -581,9 +581,9 @@ def build_llm_judge(
     :param pointwise: one verdict (correct: yes / no) per candidate; default: on for the
         world judge (the format it was trained on), off for the others.
     :param score_levels: pointwise only: P(correct) rounded to this many evenly spaced
-        levels, as a judge scoring on Video-ChatGPT's 0-5 scale does (6 levels, the world
-        judge's default): answers the judge clearly rejects tie instead of being ordered
-        by noise, as the ground truth ties wrong answers.
+        levels, as a judge scoring on Video-ChatGPT's 0-5 scale does (6): answers the
+        judge clearly rejects tie, as the ground truth ties wrong answers. Off by default:
+        on the world judge it lowered Kendall tau with generated narratives (README).
     :param permutations: listwise candidate orders to judge and aggregate (Borda).
     :param context: ``narrative``, ``none`` or ``gold`` (upper-bound diagnostic).
     :param n_clips: clips per narrative (VLM-RLAIF: 3).
@@ -617,7 +617,6 @@ def build_llm_judge(
                               "'self', 'openai' or a model directory")
         backend = WorldJudgeBackend(cached_world_judge(benchmark, seed=0), device=device)
         pointwise = True if pointwise is None else pointwise
-        score_levels = 6 if score_levels is None and pointwise else score_levels
     elif judge == "smollm2":
         backend = LocalHFBackend.smollm2(device=device)
     elif judge == "self":
