@@ -669,8 +669,9 @@ def _top_p_filter(probs: torch.Tensor, top_p: float) -> torch.Tensor:
 # -- the default base: encoder + tokenizer + pre-trained LM, built once per world --------
 #: Fresh scenes (``benchmark.fresh_scenes``) whose text the world LM is pre-trained on.
 LM_FRESH_SCENES = 3000
-#: Pre-training steps of 32 windows of 128 tokens: about one pass over that corpus.
-LM_STEPS = 700
+#: Pre-training: PASSES over the corpus in windows of 32 x 128 tokens, at least 100 and at
+#: most LM_STEPS steps (the default world reaches LM_STEPS; a small test world, 100).
+LM_STEPS, PASSES = 700, 2.5
 
 
 def world_texts(benchmark: Any) -> list[str]:
@@ -729,7 +730,9 @@ def cached_base(benchmark: Any, *, seed: int = 0, n_frames: int = 8, progress: b
         try:
             texts = world_texts(benchmark)
             tokenizer = train_world_tokenizer(texts, tmp / "tokenizer.json")
-            metrics = pretrain_tiny_lm(texts, tokenizer, tmp / "lm", seed=seed, steps=LM_STEPS, batch_size=32,
+            words = sum(len(t.split()) for t in texts)  # ~1.3 tokens a word
+            steps = min(LM_STEPS, max(100, round(PASSES * 1.3 * words / (32 * 128))))
+            metrics = pretrain_tiny_lm(texts, tokenizer, tmp / "lm", seed=seed, steps=steps, batch_size=32,
                                        seq_len=128, progress=progress)
             (tmp / "base.json").write_text(json.dumps({"recipe": BASE_RECIPE, "seed": seed, "pretrain": metrics,
                                                        "vocab_size": len(tokenizer), "documents": len(texts)}, indent=2))

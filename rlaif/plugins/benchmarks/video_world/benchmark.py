@@ -43,6 +43,8 @@ from rlaif.plugins.benchmarks.video_world.world import (
 )
 
 SPLITS: tuple[str, ...] = ("sft", "rl", "test")
+#: Fresh scenes a world offers per video of its splits (the default world: 3500).
+FRESH_PER_VIDEO = 5
 INDEX_FORMAT = "video-world/1"
 
 
@@ -249,7 +251,10 @@ class VideoWorld:
     def fresh_scenes(self, n: int, purpose: str) -> list[FreshScene]:
         """``n`` scenes of this world that are in no split (see :mod:`.fresh`): what
         pre-training and judge training read, so no model learns ``rl`` or ``test``
-        answers before RL. Decontaminated against every ``rl``/``test`` narrative."""
+        answers before RL. Decontaminated against every ``rl``/``test`` narrative. At
+        most :data:`FRESH_PER_VIDEO` per video of the world, so a small world (tests)
+        builds its models from a proportionally small corpus."""
+        n = min(n, FRESH_PER_VIDEO * sum(self.sizes.values()))
         return list(fresh_scenes(self.seed, n, purpose=purpose, params=self.params,
                                  exclude=self.private_narratives()))
 
