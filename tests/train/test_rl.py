@@ -129,8 +129,12 @@ def test_run_kill_resume_matches_uninterrupted_run_and_replay(tiny: dict[str, Pa
     final = trainable(full / "checkpoints" / "step-000006" / "trainable.safetensors")
     replayed = trainable(out / "trainable.safetensors")
     assert final.keys() == replayed.keys()
+    # Replay recomputes the old log-probs under the policy it trains (on-policy); they equal
+    # the sampled ones up to float rounding (one batched forward against token-by-token
+    # decoding), which Adam's normalised steps can grow to ~1e-5 over six steps. Each step
+    # moves a weight by up to lr = 2e-3, so other data would differ by ~1e-3.
     for name in final:
-        assert (final[name] - replayed[name]).abs().max() < 1e-6, name
+        assert (final[name] - replayed[name]).abs().max() < 1e-4, name
     # ... and the source store is untouched by the replay.
     assert stored(full)[0] == rollouts
 
