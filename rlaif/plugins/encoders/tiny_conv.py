@@ -251,6 +251,17 @@ def fresh_clips(benchmark: Any, frames_per_clip: int, n_scenes: int = 1500) -> l
     return out
 
 
+def sft_clips(benchmark: Any, frames_per_clip: int) -> list[tuple[np.ndarray, str]]:
+    """``(frames, caption)`` of every stored clip of the labelled ``sft`` videos."""
+    out = []
+    for video in training_videos(benchmark):
+        frames = np.asarray(benchmark.frames(video))
+        captions = list(benchmark.clip_captions(video))
+        for window, caption in zip(_clip_windows(len(frames), len(captions), frames_per_clip), captions, strict=False):
+            out.append((frames[window], caption))
+    return out
+
+
 def pretrain_tiny_conv(
     benchmark: Any,
     out_dir: str | Path,
@@ -271,12 +282,8 @@ def pretrain_tiny_conv(
     start = time.perf_counter()
     torch.manual_seed(seed)
     rng = random.Random(seed)
-    clips = fresh_clips(benchmark, frames_per_clip) if callable(getattr(benchmark, "fresh_scenes", None)) else []
-    for video in [] if clips else training_videos(benchmark):
-        frames = np.asarray(benchmark.frames(video))
-        captions = list(benchmark.clip_captions(video))
-        for window, caption in zip(_clip_windows(len(frames), len(captions), frames_per_clip), captions, strict=False):
-            clips.append((frames[window], caption))
+    fresh = callable(getattr(benchmark, "fresh_scenes", None))
+    clips = fresh_clips(benchmark, frames_per_clip) if fresh else sft_clips(benchmark, frames_per_clip)
     if not clips:
         raise ValueError("the benchmark has no training videos with clip captions to pre-train on")
     encoder = TinyConvEncoder(feature_dim=feature_dim, n_frames=n_frames)
