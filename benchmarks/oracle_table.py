@@ -9,7 +9,10 @@ upper bound), it runs ``rlaif oracle check`` on the same test-split groups (G = 
 candidates; same seed, so the same candidates for every row) and prints top-1, Kendall
 tau against the ground truth, position bias and seconds per group. It also scores the
 captioner: the SFT policy's clip captions against the gold ones (the world's
-``describe`` score, 0-5), since a narrative is only as good as its captions.
+``describe`` score, 0-5), since a narrative is only as good as its captions. And it
+probes what the world judge can read: on every short test question, with the gold
+narrative, how often it prefers the reference to the reference with one world word
+swapped (a near miss), per question type.
 """
 
 from __future__ import annotations
@@ -41,6 +44,40 @@ def caption_quality(benchmark: Any, policy: Any, n_videos: int, n_clips: int = 3
     return sum(scores) / len(scores)
 
 
+def near_miss_accuracy(benchmark: Any, judge_dir: Path, context: str = "gold") -> dict[str, float]:
+    """Per question type: how often the world judge gives the reference a higher
+    P(correct) than a near miss (one colour / shape / size / direction / number swapped,
+    and wrong by the benchmark's scorer), reading the gold narrative (or none)."""
+    import random
+
+    from rlaif.plugins.benchmarks.video_world import scoring
+    from rlaif.plugins.benchmarks.video_world.vocab import COLOURS, DIRECTIONS, NUMBER_WORDS, SHAPES, SIZES
+    from rlaif.plugins.oracles.world_judge import WorldJudgeBackend, judge_prompt_text
+
+    classes = [tuple(COLOURS), SHAPES, SIZES, DIRECTIONS, NUMBER_WORDS[:6]]
+    rng = random.Random(0)
+    items, qtypes = [], []
+    for p in benchmark.prompts("test"):
+        words = str(p.reference).split()
+        spots = [(i, c) for i, w in enumerate(words) for c in classes if w.strip(".").lower() in c]
+        if p.qtype == "describe" or not spots:
+            continue
+        i, cls = rng.choice(spots)
+        bare = words[i].strip(".").lower()
+        miss = " ".join(words[:i] + [words[i].lower().replace(bare, rng.choice([w for w in cls if w != bare]))]
+                        + words[i + 1 :])
+        if scoring.item_score(p.qtype, miss, str(p.reference)) >= 1.0:
+            continue
+        head = judge_prompt_text(p.question, str(p.meta["gold_narrative"]) if context == "gold" else None)
+        items += [(head, " " + str(p.reference)), (head, " " + miss)]
+        qtypes.append(p.qtype)
+    probs = WorldJudgeBackend(judge_dir).answer_probabilities(items)
+    wins: dict[str, list[bool]] = {}
+    for k, qtype in enumerate(qtypes):
+        wins.setdefault(qtype, []).append(probs[2 * k] > probs[2 * k + 1])
+    return {q: sum(v) / len(v) for q, v in sorted(wins.items())}
+
+
 def main() -> None:
     import torch
 
@@ -69,14 +106,21 @@ def main() -> None:
             print(f"{judge:6s} {label:8s} tau {run['kendall_tau']:+.3f} top1 {run['top1']:.3f} "
                   f"bias {run['position_bias']:.3f}", file=sys.stderr)
     captions = caption_quality(benchmark, policy, n_videos=min(args.groups, 60))
+    from rlaif.plugins.oracles.world_judge import cached_world_judge
+
+    judge_dir = cached_world_judge(benchmark)
+    probes = {c: near_miss_accuracy(benchmark, judge_dir, c) for c in ("gold", "none")}
     print("| judge | context | top-1 | Kendall τ | position bias | failures | s / group |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['judge']} | {r['context']} | {r['top1']:.3f} | {r['kendall_tau']:+.3f} | "
               f"{r['position_bias']:.3f} | {r['failure_rate']:.3f} | {r['latency_s']:.3f} |")
     print(f"\nSFT captioner, 3-clip captions vs gold (describe score 0-5): {captions:.2f}")
+    for context, per_type in probes.items():
+        print(f"world judge prefers the reference to a near miss ({context} narrative): "
+              + ", ".join(f"{q} {v:.2f}" for q, v in per_type.items()))
     if args.json:
-        args.json.write_text(json.dumps({"rows": rows, "caption_score": captions}, indent=2))
+        args.json.write_text(json.dumps({"rows": rows, "caption_score": captions, "near_miss": probes}, indent=2))
 
 
 if __name__ == "__main__":
