@@ -550,6 +550,7 @@ def build_llm_judge(
     pairwise: bool = False,
     pointwise: bool | None = None,
     score_levels: int | None = None,
+    calibrate: bool = True,
     permutations: int = 1,
     context: str = "narrative",
     n_clips: int = 3,
@@ -584,6 +585,9 @@ def build_llm_judge(
         levels, as a judge scoring on Video-ChatGPT's 0-5 scale does (6): answers the
         judge clearly rejects tie, as the ground truth ties wrong answers. Off by default:
         on the world judge it lowered Kendall tau with generated narratives (README).
+    :param calibrate: world judge only: weigh the answer's probability with the
+        narrative against its probability without (see ``WorldJudgeBackend``), so the
+        reward is what the narrative says and not the judge's answer priors.
     :param permutations: listwise candidate orders to judge and aggregate (Borda).
     :param context: ``narrative``, ``none`` or ``gold`` (upper-bound diagnostic).
     :param n_clips: clips per narrative (VLM-RLAIF: 3).
@@ -615,7 +619,7 @@ def build_llm_judge(
             raise OracleError(f"llm-judge judge='world' is trained on the benchmark's judge_training_examples() and "
                               f"benchmark {getattr(benchmark, 'name', benchmark)!r} has none; pass judge='smollm2', "
                               "'self', 'openai' or a model directory")
-        backend = WorldJudgeBackend(cached_world_judge(benchmark, seed=0), device=device)
+        backend = WorldJudgeBackend(cached_world_judge(benchmark, seed=0), device=device, calibrate=calibrate)
         pointwise = True if pointwise is None else pointwise
     elif judge == "smollm2":
         backend = LocalHFBackend.smollm2(device=device)

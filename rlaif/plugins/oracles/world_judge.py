@@ -179,16 +179,25 @@ def cached_world_judge(benchmark: Any, *, seed: int = 0, progress: bool = False)
 class WorldJudgeBackend:
     """The trained world judge as an ``llm-judge`` backend. It judges natively, one
     candidate per item (the oracle runs it pointwise): ``score_native`` answers each item
-    with ``[log p, log(1 - p)]`` for the verdict labels ``[yes, no]``, p being the judge's
-    length-normalised probability of the candidate, so the oracle's P(correct) is p."""
+    with ``[log p, log(1 - p)]`` for the verdict labels ``[yes, no]``, so the oracle's
+    P(correct) is p.
+
+    p is the judge's length-normalised probability of the candidate after reading the
+    narrative, or, with ``calibrate`` (default), that probability weighed against the
+    one it gives *without* the narrative: p = P(a | N, Q) / (P(a | N, Q) + P(a | Q)).
+    0.5 means the narrative says nothing about the answer; without a narrative every
+    answer scores 0.5 (a tie). This removes the judge's answer priors from the reward,
+    which a policy can otherwise climb without looking at the video."""
 
     native = True
     supports_scores = True
 
-    def __init__(self, path: str | Path, *, device: str = "cpu", max_batch: int = 128) -> None:
+    def __init__(self, path: str | Path, *, device: str = "cpu", max_batch: int = 128,
+                 calibrate: bool = True) -> None:
         self.path = Path(path)
         self.device = device
         self.max_batch = max_batch
+        self.calibrate = calibrate
         self.name = f"world-judge:{self.path.name}"
         self._loaded: tuple[Any, Any] | None = None
 
@@ -203,10 +212,20 @@ class WorldJudgeBackend:
             self._loaded = (model, load_world_tokenizer(self.path / "tokenizer.json"))
         return self._loaded
 
-    def judge_prompt(self, prompt: Any, candidates: Sequence[str], narrative: str | None) -> tuple[str, str]:
+    def judge_prompt(self, prompt: Any, candidates: Sequence[str], narrative: str | None) -> tuple[str, str, str]:
+        """``(prompt with the narrative, prompt without it, answer)``."""
         if len(candidates) != 1:
             raise OracleError("the world judge reads one answer at a time; llm-judge runs it pointwise")
-        return judge_prompt_text(prompt.question, narrative), " " + (" ".join(candidates[0].split()) or "(empty)")
+        answer = " " + (" ".join(candidates[0].split()) or "(empty)")
+        return judge_prompt_text(prompt.question, narrative), judge_prompt_text(prompt.question, None), answer
+
+    def verdicts(self, items: Sequence[tuple[str, str, str]]) -> list[float]:
+        """p of each :meth:`judge_prompt` item (see the class docstring)."""
+        read = self.answer_probabilities([(text, answer) for text, _, answer in items])
+        if not self.calibrate:
+            return read
+        prior = self.answer_probabilities([(blind, answer) for _, blind, answer in items])
+        return [r / (r + q) if r + q > 0 else 0.5 for r, q in zip(read, prior, strict=True)]
 
     def answer_probabilities(self, items: Sequence[tuple[str, str]]) -> list[float]:
         """The judge's geometric-mean token probability of each ``(prompt, answer)``."""
@@ -221,18 +240,17 @@ class WorldJudgeBackend:
                 out.extend(math.exp(-float(v)) for v in mean)
         return out
 
-    def score_native(self, items: Sequence[tuple[str, str]], labels: Sequence[Sequence[str]]) -> list[Any]:
+    def score_native(self, items: Sequence[tuple[str, str, str]], labels: Sequence[Sequence[str]]) -> list[Any]:
         from rlaif.plugins.oracles.judge_backends import label_score_reply
 
         if any(list(ls) != ["yes", "no"] for ls in labels):
             raise OracleError("the world judge answers yes/no verdicts only (pointwise llm-judge)")
-        probs = self.answer_probabilities(items)
+        probs = self.verdicts(items)
         return [label_score_reply(["yes", "no"], [math.log(max(p, 1e-12)), math.log(max(1.0 - p, 1e-12))])
                 for p in probs]
 
-    def generate_native(self, items: Sequence[tuple[str, str]], *, max_new_tokens: int = 1) -> list[Any]:
-        """Written verdicts (generate mode): "yes" when the judge finds the answer more
-        likely than not."""
+    def generate_native(self, items: Sequence[tuple[str, str, str]], *, max_new_tokens: int = 1) -> list[Any]:
+        """Written verdicts (generate mode): "yes" when p > 0.5."""
         from rlaif.plugins.oracles.judge_backends import JudgeReply
 
-        return [JudgeReply(text="yes" if p >= 0.5 else "no") for p in self.answer_probabilities(items)]
+        return [JudgeReply(text="yes" if p > 0.5 else "no") for p in self.verdicts(items)]

@@ -43,7 +43,7 @@ def test_backend_scores_each_answer_with_a_probability(judge_dir: Path, world: A
 
 
 def test_pointwise_ranking_has_no_position_bias(judge_dir: Path, group_of: Any) -> None:
-    oracle = LLMJudgeOracle(WorldJudgeBackend(judge_dir), pointwise=True, context="none")
+    oracle = LLMJudgeOracle(WorldJudgeBackend(judge_dir, calibrate=False), pointwise=True, context="none")
     answers = ["red", "blue", "two", "red"]
     forward = oracle.rank([group_of(0, answers)])[0]
     backward = oracle.rank([group_of(0, answers[::-1])])[0]
@@ -52,6 +52,18 @@ def test_pointwise_ranking_has_no_position_bias(judge_dir: Path, group_of: Any) 
     assert forward.scores[0] == forward.scores[3]  # the same answer, the same verdict
     assert any(sorted(block) == [0, 3] for block in forward.tie_groups())
     assert oracle.score_range == (0.0, 1.0) and all(0.0 <= s <= 1.0 for s in forward.scores)
+
+
+def test_calibrated_verdicts_weigh_the_narrative_against_the_prior(judge_dir: Path, world: Any) -> None:
+    raw, calibrated = WorldJudgeBackend(judge_dir, calibrate=False), WorldJudgeBackend(judge_dir)
+    prompt = world.prompts("rl")[0]
+    narrative = "a big red circle sits still. the red circle turns blue."
+    items = [calibrated.judge_prompt(prompt, [a], narrative) for a in ("red", "blue", "two")]
+    read = raw.answer_probabilities([(text, answer) for text, _, answer in items])
+    prior = raw.answer_probabilities([(blind, answer) for _, blind, answer in items])
+    assert calibrated.verdicts(items) == pytest.approx([r / (r + q) for r, q in zip(read, prior, strict=True)])
+    blind = [calibrated.judge_prompt(prompt, [a], None) for a in ("red", "blue", "two")]
+    assert calibrated.verdicts(blind) == pytest.approx([0.5, 0.5, 0.5])  # no narrative, no evidence
 
 
 def test_judge_is_cached_by_what_it_read(world: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -90,8 +102,9 @@ def test_world_judge_needs_judge_material() -> None:
 def test_score_levels_put_verdicts_on_a_fixed_scale(judge_dir: Path, group_of: Any) -> None:
     from rlaif.core.errors import ConfigError
 
-    fine = LLMJudgeOracle(WorldJudgeBackend(judge_dir), pointwise=True, context="none")
-    coarse = LLMJudgeOracle(WorldJudgeBackend(judge_dir), pointwise=True, score_levels=6, context="none")
+    fine = LLMJudgeOracle(WorldJudgeBackend(judge_dir, calibrate=False), pointwise=True, context="none")
+    coarse = LLMJudgeOracle(WorldJudgeBackend(judge_dir, calibrate=False), pointwise=True, score_levels=6,
+                            context="none")
     answers = ["red", "blue", "two", "up"]
     exact = fine.rank([group_of(0, answers)])[0].scores
     levelled = coarse.rank([group_of(0, answers)])[0].scores
