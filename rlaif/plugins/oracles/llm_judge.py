@@ -550,7 +550,7 @@ def build_llm_judge(
     pairwise: bool = False,
     pointwise: bool | None = None,
     score_levels: int | None = None,
-    calibrate: bool = True,
+    calibrate: bool = False,
     permutations: int = 1,
     context: str = "narrative",
     n_clips: int = 3,
@@ -586,8 +586,8 @@ def build_llm_judge(
         judge clearly rejects tie, as the ground truth ties wrong answers. Off by default:
         on the world judge it lowered Kendall tau with generated narratives (README).
     :param calibrate: world judge only: weigh the answer's probability with the
-        narrative against its probability without (see ``WorldJudgeBackend``), so the
-        reward is what the narrative says and not the judge's answer priors.
+        narrative against its probability without (see ``WorldJudgeBackend``); off by
+        default (measured: lower tau, and RL collapses onto answers unlikely a priori).
     :param permutations: listwise candidate orders to judge and aggregate (Borda).
     :param context: ``narrative``, ``none`` or ``gold`` (upper-bound diagnostic).
     :param n_clips: clips per narrative (VLM-RLAIF: 3).

@@ -183,17 +183,17 @@ class WorldJudgeBackend:
     P(correct) is p.
 
     p is the judge's length-normalised probability of the candidate after reading the
-    narrative, or, with ``calibrate`` (default), that probability weighed against the
-    one it gives *without* the narrative: p = P(a | N, Q) / (P(a | N, Q) + P(a | Q)).
-    0.5 means the narrative says nothing about the answer; without a narrative every
-    answer scores 0.5 (a tie). This removes the judge's answer priors from the reward,
-    which a policy can otherwise climb without looking at the video."""
+    narrative, P(a | N, Q). With ``calibrate`` it is weighed against the one the judge
+    gives *without* the narrative, p = P(a | N, Q) / (P(a | N, Q) + P(a | Q)): 0.5 when
+    the narrative says nothing, a tie without one. Off by default: it removes the
+    judge's answer priors, but the policy then climbs towards answers the judge finds
+    unlikely without context (RL: acc/all -0.187, README)."""
 
     native = True
     supports_scores = True
 
     def __init__(self, path: str | Path, *, device: str = "cpu", max_batch: int = 128,
-                 calibrate: bool = True) -> None:
+                 calibrate: bool = False) -> None:
         self.path = Path(path)
         self.device = device
         self.max_batch = max_batch

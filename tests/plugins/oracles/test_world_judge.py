@@ -55,7 +55,7 @@ def test_pointwise_ranking_has_no_position_bias(judge_dir: Path, group_of: Any) 
 
 
 def test_calibrated_verdicts_weigh_the_narrative_against_the_prior(judge_dir: Path, world: Any) -> None:
-    raw, calibrated = WorldJudgeBackend(judge_dir, calibrate=False), WorldJudgeBackend(judge_dir)
+    raw, calibrated = WorldJudgeBackend(judge_dir), WorldJudgeBackend(judge_dir, calibrate=True)
     prompt = world.prompts("rl")[0]
     narrative = "a big red circle sits still. the red circle turns blue."
     items = [calibrated.judge_prompt(prompt, [a], narrative) for a in ("red", "blue", "two")]
