@@ -71,7 +71,7 @@ def run_command(
         )
     summary = run_rl(target, cfg, registry, resume=resume is not None, progress=progress and not as_json)
     if as_json:
-        print(summary.to_json())
+        print(summary.to_json(), flush=True)
     else:
         console.print(f"[green]done[/] {summary.steps} steps in {summary.wall_seconds:.0f}s -> {summary.run_dir}; "
                       f"test accuracy {summary.sft_accuracy} (SFT) -> {summary.final_accuracy}")

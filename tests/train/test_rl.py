@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -169,6 +170,16 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def json_objects(text: str) -> list[dict[str, Any]]:
+    """Every JSON object in ``text``, whole lines or several written back to back."""
+    decoder, found, i = json.JSONDecoder(), [], text.find("{")
+    while i != -1:
+        obj, end = decoder.raw_decode(text, i)
+        found.append(obj)
+        i = text.find("{", end)
+    return found
+
+
 def test_two_process_data_parallel(tiny: dict[str, Path]) -> None:
     torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
     assert torchrun, "torchrun ships with torch"
@@ -180,7 +191,7 @@ def test_two_process_data_parallel(tiny: dict[str, Path]) -> None:
         capture_output=True, text=True, env=env, timeout=600,
     )
     assert proc.returncode == 0, f"stdout: {proc.stdout[-2000:]}\nstderr: {proc.stderr[:4000]}"
-    summaries = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    summaries = json_objects(proc.stdout)  # two ranks share stdout: one line may hold both
     assert summaries and all(s["processes"] == 2 for s in summaries)
     checksums = summaries[0]["param_checksums"]
     assert len(checksums) == 2 and checksums[0] == checksums[1]
