@@ -137,6 +137,7 @@ class VideoWorld:
             qa["prompt_id"]: qa["answer"] for entry in self._entries.values() for qa in entry["qa"]
         }
         self._prompts: dict[str, list[Prompt]] = {}
+        self._private: set[str] | None = None
 
     # -- Benchmark protocol ----------------------------------------------------------
     def prompts(self, split: str) -> list[Prompt]:
@@ -303,7 +304,10 @@ class VideoWorld:
     def private_narratives(self) -> set[str]:
         """Every gold narrative of the ``rl`` and ``test`` videos, under the stored clip
         cut and the 1- and 3-clip cuts a narrative builder makes: the strings no
-        pre-training or judge-training corpus may contain."""
+        pre-training or judge-training corpus may contain. Built once per instance (every
+        fresh-scene draw checks against it)."""
+        if self._private is not None:
+            return self._private
         out: set[str] = set()
         for split in ("rl", "test"):
             for entry in self._index["splits"][split]:
@@ -311,6 +315,7 @@ class VideoWorld:
                 objects, events = self.objects(entry["video_id"]), self.events(entry["video_id"])
                 for k in (1, 3):
                     out.add(" ".join(caption_clips(objects, events, narrative_clips(int(entry["n_frames"]), k))))
+        self._private = out
         return out
 
     def texts(self, splits: Sequence[str] = ("sft",)) -> list[str]:
