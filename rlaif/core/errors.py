@@ -57,3 +57,54 @@ class StoreError(RlaifError):
 
 class OracleError(RlaifError):
     """An oracle cannot rank (for example it needs ground truth the benchmark lacks)."""
+
+
+class DamagedStoreError(StoreError):
+    """A store file is damaged (truncated, bad header): opening it would map pages the
+    file does not hold, which kills the process with SIGBUS instead of an error."""
+
+    def __init__(self, path: str, problem: str) -> None:
+        self.path, self.problem = path, problem
+        super().__init__(
+            f"{path} {problem}; restore the store from a backup, or `rlaif store import` an "
+            "`rlaif store export` of a good copy"
+        )
+
+
+class DamagedRecordError(StoreError):
+    """One stored record fails its checksum or does not decode to what its key says."""
+
+    def __init__(self, path: str, db: str, where: str, problem: str) -> None:
+        self.path, self.db, self.where, self.problem = path, db, where, problem
+        super().__init__(
+            f"damaged record in {path}: {db} {where}: {problem} (`rlaif store verify {path}` lists every "
+            "damaged record)"
+        )
+
+
+class VideoFileError(RlaifError):
+    """A video file is missing or cannot be decoded (a user's own file: nothing to rebuild)."""
+
+    def __init__(self, path: str, problem: str) -> None:
+        self.path, self.problem = path, problem
+        super().__init__(f"cannot read the video {path}: {problem}")
+
+
+class RunInterrupted(RlaifError):
+    """The user stopped a run (Ctrl-C); what it stored is whole and ``--resume`` continues."""
+
+    exit_code = 130
+
+
+class RunDirInUseError(StoreError):
+    """Another process writes this run directory (it holds ``RUN_DIR/.lock``)."""
+
+    def __init__(self, run_dir: str, holder: str) -> None:
+        self.run_dir, self.holder = run_dir, holder
+        super().__init__(f"{run_dir} is in use by process {holder}, which is writing it; wait for that "
+                         f"run to end (or stop it) before writing {run_dir} again")
+
+
+class CheckpointError(StoreError):
+    """A checkpoint is incomplete or damaged: a file is missing, unreadable or differs
+    from the hash its manifest recorded."""

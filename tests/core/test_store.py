@@ -13,10 +13,12 @@ import multiprocessing
 import os
 import random
 import signal
+import struct
 import subprocess
 import sys
 import textwrap
 import time
+import zlib
 from pathlib import Path
 
 import msgpack
@@ -284,11 +286,13 @@ def test_values_are_msgpack_never_pickle(store: RunStore) -> None:
     store.put_prompts(RUN, [Prompt(prompt_id="q", video=VideoRef("v", "v.mp4"), question="?")])
     store.commit_step(RUN, 0, rollouts=make_rollouts(0), rankings=make_rankings(0, "j"), metrics={"x": 1})
     store.put_narrative("k", "text")
-    values = dump(store).values()
-    assert len(values) > 20
-    for raw in values:
-        assert not raw.startswith(b"\x80")  # pickle protocol 2+ header
-        data = msgpack.unpackb(raw, raw=False, strict_map_key=False)
+    entries = dump(store)
+    assert len(entries) > 20
+    for (_, key), raw in entries.items():
+        # A reader outside rlaif: 0xc1, a big-endian crc32 of key + msgpack, the msgpack.
+        assert raw[0] == 0xC1 and int.from_bytes(raw[1:5], "big") == zlib.crc32(raw[5:], zlib.crc32(key))
+        assert not raw[5:].startswith(b"\x80")  # pickle protocol 2+ header
+        data = msgpack.unpackb(raw[5:], raw=False, strict_map_key=False)
         assert isinstance(data, dict) and "schema" in data
 
 
@@ -505,3 +509,169 @@ def test_import_of_core_does_not_load_lmdb() -> None:
     code = "import sys, rlaif.core, rlaif.core.store, rlaif.core.records; print(sorted({'lmdb', 'torch', 'msgpack'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+# ---------------------------------------------------------------------- damage
+
+
+def rewrite_file(path: Path, old: bytes, new: bytes) -> None:
+    """Replace every copy of ``old`` in a closed store's data file (stale page copies
+    included, so the live one is surely hit), keeping the file's length."""
+    data = path.read_bytes()
+    assert len(old) == len(new) and data.count(old) >= 1, "the bytes to damage are not in the file"
+    path.write_bytes(data.replace(old, new))
+
+
+def open_in_child(path: Path) -> subprocess.CompletedProcess[str]:
+    """Open a store read-only and read it in a child process, which a SIGBUS can kill
+    without taking pytest with it; prints the error's class and message."""
+    code = textwrap.dedent(
+        """
+        import sys
+        from rlaif.core.store import RunStore
+        try:
+            with RunStore(sys.argv[1], readonly=True) as store:
+                print("read", store.stats()["entries"]["rollouts"], store.verify().ok)
+        except Exception as exc:
+            print(type(exc).__name__, exc)
+        """
+    )
+    return subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("keep", [100, 5000, 3 * 4096, "half"])
+def test_truncated_data_file_is_an_error_before_lmdb_maps_it(tmp_path: Path, keep: int | str) -> None:
+    with RunStore(tmp_path / "s") as store:
+        for step in range(12):  # ~50 pages, so most cuts leave the meta pages whole
+            store.commit_step(RUN, step, rollouts=make_rollouts(step, n_prompts=8))
+    data = tmp_path / "s" / "data.mdb"
+    os.truncate(data, data.stat().st_size // 2 if keep == "half" else keep)
+    out = open_in_child(tmp_path / "s")
+    assert out.returncode == 0, f"the child died (signal {-out.returncode}): {out.stderr[-500:]}"
+    assert out.stdout.startswith("DamagedStoreError ") and str(data) in out.stdout
+    assert "truncated" in out.stdout and "backup" in out.stdout and len(out.stdout.strip().splitlines()) == 1
+
+
+def test_whole_data_file_passes_the_size_check(tmp_path: Path) -> None:
+    with RunStore(tmp_path / "s") as store:
+        store.commit_step(RUN, 0, rollouts=make_rollouts(0))
+    assert open_in_child(tmp_path / "s").stdout.split() == ["read", str(3 * G), "True"]
+
+
+def _damaged_store(tmp_path: Path) -> Path:
+    path = tmp_path / "s"
+    with RunStore(path) as store:
+        store.put_run(RunInfo(run_id=RUN, config={"oracle": "judge"}))
+        for step in range(2):
+            rollouts = [
+                Rollout(f"p{g}", i, f"caf\u00e9 {step}{g}{i}", [1, 2], [-0.5, -1.0 - step - g / 10 - i / 100])
+                for g in range(2)
+                for i in range(G)
+            ]
+            rankings = [Ranking.from_scores(f"p{g}", "judge", [3.0, 2.0, 1.0, 0.0]) for g in range(2)]
+            store.commit_step(RUN, step, rollouts=rollouts, rankings=rankings, metrics={"loss": 0.5})
+    return path
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        # A log-prob altered into another float: the value still decodes (old stores read -1.5).
+        ("logprob", struct.pack(">d", -1.12), struct.pack(">d", -1.5), ("rollouts", 0, 1, 2)),
+        # Invalid UTF-8 in a text (old stores: UnicodeDecodeError).
+        ("text", "caf\u00e9 011".encode(), b"caf\xc3\x28 011", ("rollouts", 0, 1, 1)),
+    ],
+    ids=lambda d: d[0],
+)
+def test_flipped_value_bytes_are_a_damaged_record_naming_its_key(tmp_path: Path, damage: tuple) -> None:
+    from rlaif.core.errors import DamagedRecordError
+
+    _, old, new, (db, step, prompt_index, index) = damage
+    path = _damaged_store(tmp_path)
+    rewrite_file(path / "data.mdb", old, new)
+    with RunStore(path, readonly=True) as store:
+        with pytest.raises(DamagedRecordError) as caught:
+            store.get_rollout(RUN, step, prompt_index, index)
+        message = str(caught.value)
+        assert "checksum mismatch" in message and "\n" not in message
+        assert f"run={RUN!r} step={step} prompt_index={prompt_index} index={index}" in message
+        with pytest.raises(DamagedRecordError):
+            list(store.iter_shard("rollouts", RUN, step))
+        assert store.get_rollout(RUN, step, 0, 0) is not None  # the rest reads as before
+        assert list(store.iter_shard("rollouts", RUN, 1 - step))
+        report = store.verify()
+        assert not report.ok and report.checksums and report.records == 30  # every record was read
+        assert [(d.db, d.at) for d in report.damaged] == [
+            (db, {"run": RUN, "step": step, "prompt_index": prompt_index, "index": index})
+        ]
+
+
+def test_flipped_key_bytes_fail_the_checksum_where_inspect_saw_a_healthy_store(tmp_path: Path) -> None:
+    from rlaif.core.errors import DamagedRecordError
+
+    path = _damaged_store(tmp_path)
+    # The oracle name inside every rankings key and rankings marker key: the records move.
+    rewrite_file(path / "data.mdb", b"judge\x00", b"judgE\x00")
+    with RunStore(path, readonly=True) as store:
+        with pytest.raises(DamagedRecordError, match="commits run='run-1' kind='rankings' oracle='judgE'"):
+            store.stats()
+        damaged = store.verify().damaged
+    assert {(d.db, d.at.get("oracle")) for d in damaged} == {("rankings", "judgE"), ("commits", "judgE")}
+    assert len(damaged) == 2 * 2 + 2  # 2 rankings per step, 2 markers
+
+
+def test_non_finite_logprobs_are_refused_at_commit_and_damaged_on_read(store: RunStore) -> None:
+    from rlaif.core.errors import DamagedRecordError
+    from rlaif.core.store.codec import encode_record, seal
+
+    for bad in (math.nan, math.inf, -math.inf):
+        rollouts = [Rollout("p", 0, "ok", [1, 2], [-0.1, -0.2]), Rollout("p", 1, "bad", [1, 2], [-0.1, bad])]
+        with pytest.raises(StoreError, match=r"rollout 1 of prompt 'p' .* log-prob 1 = -?(nan|inf)"):
+            store.commit_step(RUN, 0, rollouts=rollouts)
+        assert store.last_committed_step(RUN) is None and not store.steps(RUN)
+    # One that got in anyway (an older rlaif, a hand-made import): damaged on read.
+    key = K.rollout_key(RUN, 0, 0, 0)
+    value = seal(key, encode_record(Rollout("p", 0, "nan", [1], [math.nan])))
+    store._write(lambda txn: txn.put(key, value, db=store._db("rollouts")))
+    with pytest.raises(DamagedRecordError, match="log-prob 0 is nan, not a finite number"):
+        store.get_rollout(RUN, 0, 0, 0)
+    assert [d.problem for d in store.verify().damaged][0] == "log-prob 0 is nan, not a finite number"
+
+
+def _as_store_1(path: Path) -> None:
+    """Rewrite a store as rlaif wrote it before checksums: bare msgpack, ``store/1``."""
+    import lmdb
+
+    env = lmdb.open(str(path), max_dbs=16)
+    with env.begin(write=True) as txn:
+        for name in DATABASES:
+            db = env.open_db(name.encode(), txn=txn)
+            for key, raw in list(txn.cursor(db=db)):
+                data = msgpack.unpackb(raw[5:], raw=False, strict_map_key=False)
+                if name == "meta":
+                    data["schema"] = "store/1"
+                txn.put(key, msgpack.packb(data, use_bin_type=True), db=db)
+    env.close()
+
+
+def test_store_1_reads_refuses_writes_and_migrates_by_export_import(tmp_path: Path) -> None:
+    with RunStore(tmp_path / "old") as old:
+        old.put_run(RunInfo(run_id=RUN, seed=3))
+        old.commit_step(RUN, 0, rollouts=make_rollouts(0), rankings=make_rankings(0, "j"), metrics={"x": 1.5})
+    _as_store_1(tmp_path / "old")
+    with RunStore(tmp_path / "old", readonly=True) as old:
+        assert list(old.iter_shard("rollouts", RUN, 0)) == make_rollouts(0) and old.get_run(RUN).seed == 3
+        report = old.verify()
+        assert report.ok and not report.checksums and old.stats()["format"] == "store/1"
+        old.export(tmp_path / "old.jsonl")
+    with pytest.raises(StoreError, match=r"store/1 store.*`rlaif store export .*`rlaif store import"):
+        RunStore(tmp_path / "old")
+    with RunStore(tmp_path / "new") as new:
+        new.import_jsonl(tmp_path / "old.jsonl")
+        assert list(new.iter_shard("rankings", RUN, 0, "j")) == make_rankings(0, "j")
+        assert new.get_metrics(RUN, 0) == {"x": 1.5}
+        report = new.verify()
+        assert report.ok and report.checksums and new.stats()["format"] == "store/2"
+        new.commit_step(RUN, 1, rollouts=make_rollouts(1))  # a store/2 store takes writes
+    with RunStore(tmp_path / "new", readonly=True) as again:
+        assert again.stats()["format"] == "store/2" and again.steps(RUN) == [0, 1]

@@ -15,33 +15,61 @@ environment, because LMDB forbids opening an environment twice in a process.
 
 The memory map starts small and doubles whenever a write does not fit: the whole
 transaction is retried, so a grown map never leaves a half-written step.
+
+Damage is an error, never a signal. Before LMDB maps ``data.mdb``, its meta pages are
+read with ``struct`` and the file must hold every page they say is in use: a truncated
+file would otherwise kill the first reader that touches a missing page with SIGBUS.
+Every value carries a crc32 of its key and bytes (:func:`codec.seal`), checked on every
+read; a mismatch, a value that does not decode to the record its database holds, or a
+rollout with a NaN or infinite log-prob raises :class:`DamagedRecordError` naming the
+key, and :meth:`RunStore.verify` (``rlaif store verify``) lists every such record.
+
+Formats: ``store/2`` seals every value. A ``store/1`` store (written before checksums)
+still opens read-only, unchecked beyond decoding; opening one for writing is refused
+with the export/import commands that copy it into a ``store/2`` store, so no store ever
+mixes checked and unchecked records.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import math
 import os
+import struct
 import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Literal, NamedTuple, TypeVar, overload
 
 import lmdb
 
-from rlaif.core.errors import StoreError, UsageError
+from rlaif.core.errors import DamagedRecordError, DamagedStoreError, StoreError, UsageError
 from rlaif.core.records import Prompt, Ranking, Record, Rollout, RunInfo
 from rlaif.core.store import STORE_DIRNAME
 from rlaif.core.store import keys as K
-from rlaif.core.store.codec import build_record, decode, encode, encode_record, json_safe
+from rlaif.core.store.codec import (
+    DECODE_ERRORS,
+    SEAL_MARK,
+    ChecksumError,
+    build_record,
+    decode,
+    encode,
+    encode_record,
+    json_safe,
+    seal,
+    unseal,
+)
 
 T = TypeVar("T")
 
-#: Store format written to ``meta``; a reader refuses a newer major version.
-FORMAT = "store/1"
+#: Store format written to ``meta``; a reader refuses a newer major version. ``store/2``
+#: seals every value with a checksum; ``store/1`` stores are read, never written.
+FORMAT = "store/2"
 #: Named databases, in the order an export writes them: commit markers last, so a
 #: partial import never shows a marker without its data.
 DATABASES = ("meta", "runs", "prompts", "rollouts", "rankings", "metrics", "narratives", "commits")
@@ -50,6 +78,22 @@ SHARD_KINDS = ("rollouts", "rankings")
 DEFAULT_MAP_SIZE = 8 << 20
 _MAX_MAP_SIZE = 1 << 42
 _IMPORT_BATCH = 4096
+#: What reading a damaged value or export line raises beyond decoding (a missing field).
+_UNREADABLE: tuple[type[Exception], ...] = (*DECODE_ERRORS, KeyError, AttributeError)
+#: What each record database must hold (checked on read and by ``verify``).
+_RECORD_CLASSES: dict[str, type[Record]] = {
+    "runs": RunInfo, "prompts": Prompt, "rollouts": Rollout, "rankings": Ranking,
+}  # fmt: skip
+
+# LMDB's on-disk meta page (lmdb.h / mdb.c, data format version 1): a page header
+# (pgno, pad, flags, lower/upper) then MDB_meta: magic, version, address, map size, the
+# free and main MDB_db records (pad, flags, depth, branch/leaf/overflow pages, entries,
+# root), last used page, txn id. Native sizes and alignment, as LMDB writes them; the
+# free db's ``pad`` holds the page size. Pages 0 and 1 are metas; the newer txn wins.
+_PAGE_HEADER = struct.calcsize("@NHHHH")
+_META = struct.Struct("@IIPN" + "IHHNNNNN" * 2 + "NN")
+_META_MAGIC = 0xBEEFC0DE
+_META_PSIZE, _META_LAST_PAGE, _META_TXNID = 4, 20, 21
 
 
 class NarrativeEntry(NamedTuple):
@@ -101,6 +145,8 @@ class _Env:
         self.pid = os.getpid()
         self.refs = 1
         self.gate = _Gate()
+        #: Whether values carry checksums (``store/2``); set by :func:`_check_format`.
+        self.sealed = True
 
     def grow(self) -> None:
         def double() -> None:
@@ -145,7 +191,44 @@ def _resolve(path: str | os.PathLike[str], readonly: bool) -> Path:
     return p
 
 
+def _check_data_file(path: Path, readonly: bool) -> None:
+    """Refuse a ``data.mdb`` shorter than the pages its meta says are in use (or with
+    no meta to read): LMDB would map it and die with SIGBUS on the first missing page."""
+    data = path / "data.mdb"
+    try:
+        with open(data, "rb") as fh:
+            head = fh.read(_PAGE_HEADER + _META.size)
+            if not head and not readonly:
+                return  # an empty file LMDB will initialise (a creation that was killed)
+            if len(head) < _PAGE_HEADER + _META.size:
+                raise DamagedStoreError(
+                    str(data), f"is truncated to {len(head)} bytes, shorter than LMDB's header"
+                )
+            metas = [_META.unpack_from(head, _PAGE_HEADER)]
+            if metas[0][0] != _META_MAGIC:
+                raise DamagedStoreError(str(data), "does not start with an LMDB meta page (damaged header)")
+            psize = metas[0][_META_PSIZE]
+            if psize < 512 or psize > 1 << 16 or psize & (psize - 1):
+                raise DamagedStoreError(str(data), f"has a damaged header (page size {psize})")
+            fh.seek(psize)
+            second = fh.read(_PAGE_HEADER + _META.size)
+            if len(second) == len(head) and _META.unpack_from(second, _PAGE_HEADER)[0] == _META_MAGIC:
+                metas.append(_META.unpack_from(second, _PAGE_HEADER))
+            # Size after the meta: a writer extends the file before it writes a meta.
+            size = os.fstat(fh.fileno()).st_size
+    except OSError as exc:
+        raise StoreError(f"cannot read {data}: {exc}") from exc
+    meta = max(metas, key=lambda m: m[_META_TXNID])
+    need = max(2, meta[_META_LAST_PAGE] + 1) * psize
+    if size < need:
+        raise DamagedStoreError(
+            str(data), f"is truncated: it holds {size} bytes but its pages in use need {need}"
+        )
+
+
 def _open_env(path: Path, readonly: bool, map_size: int, sync: bool) -> _Env:
+    if (path / "data.mdb").exists():
+        _check_data_file(path, readonly)
     try:
         env = lmdb.open(
             str(path),
@@ -175,10 +258,7 @@ def _open_env(path: Path, readonly: bool, map_size: int, sync: bool) -> _Env:
                 for name in DATABASES:
                     dbs[name] = env.open_db(name.encode(), txn=txn, create=True)
                 if txn.get(b"format", db=dbs["meta"]) is None:
-                    from rlaif import __version__
-
-                    txn.put(b"format", encode({"schema": FORMAT, "created": time.time(),
-                                               "rlaif_version": __version__}), db=dbs["meta"])
+                    txn.put(b"format", _format_value(), db=dbs["meta"])
         else:
             for name in DATABASES:
                 try:
@@ -195,6 +275,17 @@ def _open_env(path: Path, readonly: bool, map_size: int, sync: bool) -> _Env:
     return handle
 
 
+def _format_value() -> bytes:
+    from rlaif import __version__
+
+    return seal(b"format", encode({"schema": FORMAT, "created": time.time(), "rlaif_version": __version__}))
+
+
+def _format_version(schema: str) -> int:
+    kind, _, version = schema.partition("/")
+    return int(version) if kind == "store" and version.isdigit() else -1
+
+
 def _check_format(handle: _Env) -> None:
     db = handle.dbs["meta"]
     with handle.env.begin(db=db, write=not handle.readonly) as txn:
@@ -202,16 +293,29 @@ def _check_format(handle: _Env) -> None:
         if raw is None:
             if handle.readonly:
                 raise StoreError(f"{handle.path} is an LMDB environment but not an rlaif store")
-            from rlaif import __version__
-
-            txn.put(
-                b"format", encode({"schema": FORMAT, "created": time.time(), "rlaif_version": __version__})
-            )
+            txn.put(b"format", _format_value())
             return
-    schema = str(decode(raw).get("schema", ""))
-    kind, _, version = schema.partition("/")
-    if kind != "store" or int(version or 0) > int(FORMAT.partition("/")[2]):
+    # The format record says whether values are sealed, so it is the one value read
+    # before knowing: a sealed one is checked, a bare one must claim store/1.
+    handle.sealed = raw[:1] == bytes([SEAL_MARK])
+    try:
+        data = decode(unseal(b"format", raw, bare_ok=True))
+        schema = str(data.get("schema", ""))
+    except _UNREADABLE as exc:
+        raise DamagedRecordError(str(handle.path), "meta", "format", _reason(exc)) from None
+    version = _format_version(schema)
+    if version < 0 or version > _format_version(FORMAT):
         raise StoreError(f"{handle.path} holds store format {schema!r}; this rlaif reads up to {FORMAT!r}")
+    if not handle.sealed and version >= 2:
+        raise DamagedRecordError(
+            str(handle.path), "meta", "format", f"a {schema} format record without its checksum"
+        )
+    if not handle.sealed and not handle.readonly:
+        raise StoreError(
+            f"{handle.path} is a {schema} store, written before records carried checksums: this rlaif reads "
+            f"it but writes only {FORMAT}; copy it into a new store with `rlaif store export {handle.path} "
+            f"--to old.jsonl`, move {handle.path} aside, then `rlaif store import {handle.path} --from old.jsonl`"
+        )
 
 
 def _acquire(path: Path, readonly: bool, map_size: int, sync: bool) -> _Env:
@@ -257,8 +361,39 @@ def _steps_summary(steps: list[int]) -> str:
     return shown + (", ..." if len(steps) > 8 else "")
 
 
-def _marker(kind: str, **fields: Any) -> bytes:
-    return encode({"schema": "commit/1", "kind": kind, **fields, "time": time.time()})
+def _marker(key: bytes, kind: str, **fields: Any) -> bytes:
+    return seal(key, encode({"schema": "commit/1", "kind": kind, **fields, "time": time.time()}))
+
+
+@dataclass(frozen=True)
+class Damage:
+    """One problem :meth:`RunStore.verify` found: the database, the key (hex, with its
+    fields when they parse) and what is wrong."""
+
+    db: str
+    key: str
+    at: dict[str, Any]
+    problem: str
+
+    def describe(self) -> str:
+        fields = " ".join(f"{name}={value!r}" for name, value in self.at.items())
+        where = f"{fields} (key {self.key})" if fields else f"key {self.key or '?'}"
+        return f"{self.db} {where}: {self.problem}"
+
+
+@dataclass(frozen=True)
+class Verification:
+    """What :meth:`RunStore.verify` checked and found. ``checksums`` is False for a
+    ``store/1`` store, whose records could only be decoded, not checked."""
+
+    path: str
+    records: int
+    checksums: bool
+    damaged: list[Damage] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.damaged
 
 
 class RunStore:
@@ -378,13 +513,58 @@ class RunStore:
     def _db(self, name: str) -> Any:
         return self._handle.dbs[name]
 
+    # ------------------------------------------------------------------ checked reads
+
+    def _damaged(self, db: str, key: bytes, problem: str) -> DamagedRecordError:
+        return DamagedRecordError(str(self.path), db, _where(db, key), problem)
+
+    def _value(self, db: str, key: bytes, raw: bytes) -> dict[str, Any]:
+        """The map stored under ``key``, its checksum checked."""
+        try:
+            data = decode(unseal(key, raw, bare_ok=not self._handle.sealed))
+        except DECODE_ERRORS as exc:
+            raise self._damaged(db, key, _reason(exc)) from None
+        if not isinstance(data, dict):
+            raise self._damaged(db, key, f"holds a {type(data).__name__}, not a map")
+        return data
+
+    def _field(self, db: str, key: bytes, data: dict[str, Any], name: str, kind: type) -> Any:
+        value = data.get(name)
+        if not isinstance(value, kind):
+            raise self._damaged(db, key, f"its {name!r} is {type(value).__name__}, not {kind.__name__}")
+        return value
+
+    def _record(self, db: str, key: bytes, raw: bytes) -> Any:
+        """The record stored under ``key`` in one of :data:`_RECORD_CLASSES`' databases.
+        The hot path of every read: one try block, no helper calls when all is well."""
+        cls = _RECORD_CLASSES[db]
+        try:
+            record = build_record(decode(unseal(key, raw, bare_ok=not self._handle.sealed)))
+        except ChecksumError as exc:
+            raise self._damaged(db, key, str(exc)) from None
+        except _UNREADABLE as exc:
+            raise self._damaged(db, key, f"does not decode to a {cls.__name__} ({_reason(exc)})") from None
+        if type(record) is not cls:
+            raise self._damaged(db, key, f"holds a {type(record).__name__} record, not a {cls.__name__}")
+        if isinstance(record, Rollout):
+            bad = _nonfinite(record.logprobs)
+            if bad is not None:
+                raise self._damaged(
+                    db, key, f"log-prob {bad} is {_show(record.logprobs, bad)}, not a finite number"
+                )
+        return record
+
+    def _records(self, db: str, items: list[tuple[bytes, bytes]]) -> Iterator[Any]:
+        return (self._record(db, key, raw) for key, raw in items)
+
     # ------------------------------------------------------------------ runs, prompts
 
     def put_run(self, info: RunInfo, *, overwrite: bool = False) -> None:
         """Record what a run is; re-putting identical info is a no-op."""
         if not isinstance(info, RunInfo):
             raise TypeError(f"put_run expects a RunInfo, got {type(info).__name__}")
-        key, value = K.name_bytes(info.run_id, "run id"), encode_record(info)
+        key = K.name_bytes(info.run_id, "run id")
+        value = seal(key, encode_record(info))
 
         def body(txn: lmdb.Transaction[bytes]) -> None:
             old = txn.get(key, db=self._db("runs"))
@@ -397,19 +577,25 @@ class RunStore:
         self._write(body)
 
     def get_run(self, run_id: str) -> RunInfo | None:
-        raw = self._get("runs", K.name_bytes(run_id, "run id"))
-        return None if raw is None else _expect(build_record(decode(raw)), RunInfo)
+        key = K.name_bytes(run_id, "run id")
+        raw = self._get("runs", key)
+        return None if raw is None else self._record("runs", key, raw)
 
     def runs(self) -> list[str]:
         """Ids of every run with stored info or any committed shard, sorted."""
         found: set[str] = set()
         with self._reading() as txn:
-            cur = txn.cursor(db=self._db("runs"))
-            found.update(k.decode("utf-8") for k in cur.iternext(keys=True, values=False))
+            for key, raw in txn.cursor(db=self._db("runs")):
+                found.add(self._record("runs", key, raw).run_id)
             cur = txn.cursor(db=self._db("commits"))
             ok = cur.first()
             while ok:
-                run, _ = K.split_name(cur.key())
+                try:
+                    run, _ = K.split_name(cur.key())
+                except ValueError:  # no NUL, or bad UTF-8
+                    raise self._damaged(
+                        "commits", cur.key(), "the key is not a commit marker's key"
+                    ) from None
                 found.add(run)
                 ok = cur.set_range(run.encode("utf-8") + b"\x01")
         return sorted(found)
@@ -421,7 +607,11 @@ class RunStore:
         return self._write(lambda txn: self._put_prompt_items(txn, run_id, items, overwrite))
 
     def _put_prompt_items(
-        self, txn: lmdb.Transaction[bytes], run_id: str, items: list[tuple[bytes, bytes, str]], overwrite: bool
+        self,
+        txn: lmdb.Transaction[bytes],
+        run_id: str,
+        items: list[tuple[bytes, bytes, str]],
+        overwrite: bool,
     ) -> int:
         db, written = self._db("prompts"), 0
         for key, value, prompt_id in items:
@@ -437,8 +627,9 @@ class RunStore:
         return written
 
     def get_prompt(self, run_id: str, prompt_id: str) -> Prompt | None:
-        raw = self._get("prompts", K.prompt_key(run_id, prompt_id))
-        return None if raw is None else _expect(build_record(decode(raw)), Prompt)
+        key = K.prompt_key(run_id, prompt_id)
+        raw = self._get("prompts", key)
+        return None if raw is None else self._record("prompts", key, raw)
 
     def get_prompts(self, run_id: str, prompt_ids: Iterable[str]) -> dict[str, Prompt]:
         """The stored prompts among ``prompt_ids``, by id, read in one snapshot; ids
@@ -450,12 +641,11 @@ class RunStore:
             for prompt_id, key in keys.items():
                 raw = get(key, db=db)
                 if raw is not None:
-                    found[prompt_id] = _expect(build_record(decode(raw)), Prompt)
+                    found[prompt_id] = self._record("prompts", key, raw)
         return found
 
     def iter_prompts(self, run_id: str) -> Iterator[Prompt]:
-        raws = self._scan_values("prompts", K.run_prefix(run_id))
-        return (_expect(build_record(decode(raw)), Prompt) for raw in raws)
+        return self._records("prompts", self._scan_items("prompts", K.run_prefix(run_id)))
 
     # ------------------------------------------------------------------ writing steps
 
@@ -498,7 +688,8 @@ class RunStore:
                 self._put_ranking_shard(txn, run_id, step, oracle, items, overwrite)
             if metric_values is not None:
                 self._merge_metrics(txn, run_id, step, metric_values, overwrite)
-            txn.put(K.marker_key(run_id, K.STEP_MARKER, step), _marker(K.STEP_MARKER), db=self._db("commits"))
+            marker = K.marker_key(run_id, K.STEP_MARKER, step)
+            txn.put(marker, _marker(marker, K.STEP_MARKER), db=self._db("commits"))
 
         self._write(body)
 
@@ -571,7 +762,7 @@ class RunStore:
                 )
             _delete_prefix(txn, self._db("rollouts"), K.step_prefix(run_id, step))
         _put_sorted(txn, self._db("rollouts"), items)
-        txn.put(marker, _marker(K.ROLLOUTS_MARKER, count=len(items)), db=self._db("commits"))
+        txn.put(marker, _marker(marker, K.ROLLOUTS_MARKER, count=len(items)), db=self._db("commits"))
 
     def _put_ranking_shard(
         self,
@@ -591,14 +782,22 @@ class RunStore:
                 )
             _delete_prefix(txn, self._db("rankings"), K.ranking_prefix(run_id, step, oracle))
         _put_sorted(txn, self._db("rankings"), items)
-        txn.put(marker, _marker(K.RANKINGS_MARKER, oracle=oracle, count=len(items)), db=self._db("commits"))
+        txn.put(
+            marker,
+            _marker(marker, K.RANKINGS_MARKER, oracle=oracle, count=len(items)),
+            db=self._db("commits"),
+        )
 
     def _merge_metrics(
         self, txn: lmdb.Transaction[bytes], run_id: str, step: int, values: dict[str, Any], overwrite: bool
     ) -> None:
         key, db = K.metrics_key(run_id, step), self._db("metrics")
         old = txn.get(key, db=db)
-        merged: dict[str, Any] = {} if old is None else decode(old)["values"]
+        merged: dict[str, Any] = (
+            {}
+            if old is None
+            else self._field("metrics", key, self._value("metrics", key, old), "values", dict)
+        )
         for name, value in values.items():
             if name in merged and not overwrite and encode(merged[name]) != encode(value):
                 raise StoreError(
@@ -606,7 +805,7 @@ class RunStore:
                     f"{value!r}; pass overwrite=True to replace it"
                 )
             merged[name] = value
-        txn.put(key, encode({"schema": "metrics/1", "step": step, "values": merged}), db=db)
+        txn.put(key, seal(key, encode({"schema": "metrics/1", "step": step, "values": merged})), db=db)
 
     def _oracles_at(self, txn: lmdb.Transaction[bytes], run_id: str, step: int) -> list[str]:
         commits = self._db("commits")
@@ -641,7 +840,9 @@ class RunStore:
             return "rankings", K.ranking_prefix(run_id, step, oracle), marker
         raise UsageError(f"unknown shard kind {kind!r}; choose one of: {', '.join(SHARD_KINDS)}")
 
-    def _shard_values(self, kind: str, run_id: str, step: int, oracle: str | None) -> list[bytes]:
+    def _shard_items(
+        self, kind: str, run_id: str, step: int, oracle: str | None
+    ) -> list[tuple[bytes, bytes]]:
         db, prefix, marker = self._shard_location(kind, run_id, step, oracle)
         with self._reading() as txn:
             if txn.get(marker, db=self._db("commits")) is None:
@@ -652,7 +853,7 @@ class RunStore:
                 raise StoreError(
                     f"no committed {_shard_name(kind, run_id, step, oracle)} (committed steps: {_steps_summary(stored)})"
                 )
-            return _prefix_values(txn, self._db(db), prefix)
+            return _prefix_items(txn, self._db(db), prefix)
 
     @overload
     def iter_shard(
@@ -671,20 +872,22 @@ class RunStore:
         grouped by prompt; ``"rankings"`` of (run, step, oracle), one per group.
 
         The shard is read in one snapshot when this is called; a missing shard raises
-        :class:`StoreError` naming the committed steps."""
-        return map(build_record, map(decode, self._shard_values(kind, run_id, step, oracle)))
+        :class:`StoreError` naming the committed steps; a damaged record raises
+        :class:`DamagedRecordError` naming its key when iteration reaches it."""
+        return self._records(kind, self._shard_items(kind, run_id, step, oracle))
 
     def iter_shard_raw(
         self, kind: str, run_id: str, step: int, oracle: str | None = None
     ) -> Iterator[dict[str, Any]]:
         """Like :meth:`iter_shard` but yields the stored dicts (with their ``schema``)."""
-        return map(decode, self._shard_values(kind, run_id, step, oracle))
+        return (self._value(kind, key, raw) for key, raw in self._shard_items(kind, run_id, step, oracle))
 
     def get_rollout(self, run_id: str, step: int, prompt_index: int, index: int) -> Rollout | None:
         """One rollout by position. Point reads need no marker check: data is only ever
         written in the same transaction as its marker."""
-        raw = self._get("rollouts", K.rollout_key(run_id, step, prompt_index, index))
-        return None if raw is None else _expect(build_record(decode(raw)), Rollout)
+        key = K.rollout_key(run_id, step, prompt_index, index)
+        raw = self._get("rollouts", key)
+        return None if raw is None else self._record("rollouts", key, raw)
 
     def get_rollouts(self, run_id: str, refs: Iterable[tuple[int, int, int]]) -> list[Rollout]:
         """Many rollouts by ``(step, prompt_index, index)`` in one snapshot."""
@@ -696,12 +899,13 @@ class RunStore:
                 raw = get(key, db=db)
                 if raw is None:
                     raise StoreError(f"no rollout at {K.describe('rollouts', key)}")
-                out.append(_expect(build_record(decode(raw)), Rollout))
+                out.append(self._record("rollouts", key, raw))
         return out
 
     def get_ranking(self, run_id: str, step: int, oracle: str, group_index: int) -> Ranking | None:
-        raw = self._get("rankings", K.ranking_key(run_id, step, oracle, group_index))
-        return None if raw is None else _expect(build_record(decode(raw)), Ranking)
+        key = K.ranking_key(run_id, step, oracle, group_index)
+        raw = self._get("rankings", key)
+        return None if raw is None else self._record("rankings", key, raw)
 
     def steps(self, run_id: str, kind: str = "rollouts", oracle: str | None = None) -> list[int]:
         """Committed steps of a run, ascending. ``kind``: ``"committed"`` (steps written
@@ -755,18 +959,24 @@ class RunStore:
             return self._oracles_in(txn, run_id)
 
     def get_metrics(self, run_id: str, step: int) -> dict[str, Any] | None:
-        raw = self._get("metrics", K.metrics_key(run_id, step))
-        return None if raw is None else dict(decode(raw)["values"])
+        key = K.metrics_key(run_id, step)
+        raw = self._get("metrics", key)
+        if raw is None:
+            return None
+        return dict(self._field("metrics", key, self._value("metrics", key, raw), "values", dict))
 
     def iter_metrics(self, run_id: str) -> Iterator[tuple[int, dict[str, Any]]]:
         """``(step, metrics)`` for every step of the run with metrics, in step order."""
-        for raw in self._scan_values("metrics", K.run_prefix(run_id)):
-            data = decode(raw)
-            yield int(data["step"]), data["values"]
+        for key, raw in self._scan_items("metrics", K.run_prefix(run_id)):
+            data = self._value("metrics", key, raw)
+            yield (
+                self._field("metrics", key, data, "step", int),
+                self._field("metrics", key, data, "values", dict),
+            )
 
-    def _scan_values(self, db: str, prefix: bytes) -> list[bytes]:
+    def _scan_items(self, db: str, prefix: bytes) -> list[tuple[bytes, bytes]]:
         with self._reading() as txn:
-            return _prefix_values(txn, self._db(db), prefix)
+            return _prefix_items(txn, self._db(db), prefix)
 
     # ------------------------------------------------------------------ narratives
 
@@ -776,23 +986,27 @@ class RunStore:
         if not isinstance(text, str):
             raise TypeError(f"a narrative is text, got {type(text).__name__}")
         raw_key = K.narrative_key(key)
-        value = encode(
-            {
-                "schema": "narrative/1",
-                "key": key,
-                "text": text,
-                "meta": dict(meta or {}),
-                "created": time.time(),
-            }
+        value = seal(
+            raw_key,
+            encode(
+                {
+                    "schema": "narrative/1",
+                    "key": key,
+                    "text": text,
+                    "meta": dict(meta or {}),
+                    "created": time.time(),
+                }
+            ),
         )
         self._write(lambda txn: txn.put(raw_key, value, db=self._db("narratives")))
 
     def get_narrative_entry(self, key: str) -> NarrativeEntry | None:
-        raw = self._get("narratives", K.narrative_key(key))
+        raw_key = K.narrative_key(key)
+        raw = self._get("narratives", raw_key)
         if raw is None:
             return None
-        data = decode(raw)
-        return NarrativeEntry(data["text"], data.get("meta") or {})
+        data = self._value("narratives", raw_key, raw)
+        return NarrativeEntry(self._field("narratives", raw_key, data, "text", str), data.get("meta") or {})
 
     def get_narrative(self, key: str) -> str | None:
         entry = self.get_narrative_entry(key)
@@ -820,13 +1034,22 @@ class RunStore:
                 },
             )
 
+        def run_of(db: str, key: bytes) -> str:
+            try:
+                return K.split_name(key)[0]
+            except ValueError:  # no NUL, or bad UTF-8 (UnicodeDecodeError is one)
+                raise self._damaged(db, key, "the key is not a run's key") from None
+
         with self._reading() as txn:
             entries = {name: txn.stat(self._db(name))["entries"] for name in DATABASES}
-            for key in txn.cursor(db=self._db("runs")).iternext(keys=True, values=False):
-                run_entry(key.decode("utf-8"))["info"] = True
+            for key, raw in txn.cursor(db=self._db("runs")):
+                run_entry(self._record("runs", key, raw).run_id)["info"] = True
             for key, raw in txn.cursor(db=self._db("commits")):
+                marker = self._value("commits", key, raw)
                 where = K.describe("commits", key)
-                entry, marker = run_entry(where["run"]), decode(raw)
+                if "step" not in where:
+                    raise self._damaged("commits", key, "the key is not a commit marker's key")
+                entry = run_entry(where["run"])
                 if where["kind"] == K.STEP_MARKER:
                     entry["committed_steps"] += 1
                     entry["last_committed_step"] = where["step"]  # keys ascend by step
@@ -837,14 +1060,16 @@ class RunStore:
                     per = entry["rankings"].setdefault(where["oracle"], {"shards": 0, "rankings": 0})
                     per["shards"] += 1
                     per["rankings"] += marker.get("count", 0)
-            for name, field in (("metrics", "metric_steps"), ("prompts", "prompts")):
+            for name, counter in (("metrics", "metric_steps"), ("prompts", "prompts")):
                 for key in txn.cursor(db=self._db(name)).iternext(keys=True, values=False):
-                    run_entry(K.split_name(key)[0])[field] += 1
+                    run_entry(run_of(name, key))[counter] += 1
             info = self._env().env.info()
             psize = self._env().env.stat()["psize"]
         files = [self.path / "data.mdb", self.path / "lock.mdb"]
         return {
             "path": str(self.path),
+            "format": FORMAT if self._handle.sealed else "store/1",
+            "checksums": self._handle.sealed,
             "size_bytes": sum(f.stat().st_size for f in files if f.exists()),
             "used_bytes": (info["last_pgno"] + 1) * psize,
             "map_size": info["map_size"],
@@ -853,13 +1078,72 @@ class RunStore:
             "runs": {run: {**v, "oracles": sorted(v["rankings"])} for run, v in sorted(runs.items())},
         }
 
+    def verify(self) -> Verification:
+        """Check every record in one snapshot: its checksum, that it decodes to what its
+        database holds (rollouts with finite log-probs), and that each committed shard
+        holds as many records as its marker counted. Lists every problem; raises only
+        when the store cannot be read at all."""
+        found: list[Damage] = []
+        noted: set[tuple[str, bytes]] = set()
+        records = 0
+        counted: dict[bytes, int] = {}  # shard marker key -> records stored under it
+        expected: dict[bytes, int] = {}  # shard marker key -> count in the marker
+
+        def note(db: str, key: bytes, problem: str) -> None:
+            found.append(Damage(db, key.hex(), K.describe(db, key), problem))
+            noted.add((db, key))
+
+        with self._reading() as txn:
+            for name in DATABASES:
+                try:
+                    for key, raw in txn.cursor(db=self._db(name)):
+                        records += 1
+                        try:
+                            self._check_entry(name, key, raw, expected)
+                        except DamagedRecordError as exc:
+                            note(name, key, exc.problem)
+                        marker = _shard_marker(name, key)
+                        if marker is not None:
+                            counted[marker] = counted.get(marker, 0) + 1
+                except lmdb.Error as exc:  # the B-tree itself, not a value, is damaged
+                    found.append(Damage(name, "", {}, f"LMDB cannot walk this database: {_reason(exc)}"))
+        for marker in sorted(set(expected) | set(counted)):
+            if ("commits", marker) in noted:
+                continue  # a damaged marker, already listed
+            want, have = expected.get(marker), counted.get(marker, 0)
+            if want is None:
+                note("commits", marker, f"no commit marker for the {have} records of this shard")
+            elif want != have:
+                note("commits", marker, f"the marker counts {want} records, the shard holds {have}")
+        return Verification(str(self.path), records, self._handle.sealed, found)
+
+    def _check_entry(self, db: str, key: bytes, raw: bytes, markers: dict[bytes, int]) -> None:
+        if db in _RECORD_CLASSES:
+            self._record(db, key, raw)
+            return
+        data = self._value(db, key, raw)
+        if db == "metrics":
+            self._field(db, key, data, "values", dict)
+            self._field(db, key, data, "step", int)
+        elif db == "narratives":
+            self._field(db, key, data, "text", str)
+        elif db == "commits":
+            kind = self._field(db, key, data, "kind", str)
+            where = K.describe(db, key)
+            if where.get("kind") != kind or "step" not in where:
+                raise self._damaged(db, key, f"a {kind!r} marker under a key that is not one")
+            if kind in (K.ROLLOUTS_MARKER, K.RANKINGS_MARKER):
+                markers[key] = self._field(db, key, data, "count", int)
+
     def export(self, dest: str | os.PathLike[str] | IO[str]) -> int:
         """Write every entry as JSON lines from one snapshot; returns the line count.
 
         Each line is ``{"db", "key" (hex), "at" (the key's fields, informational),
         "value" (the decoded map)}``; a value strict JSON cannot carry exactly (bytes,
-        NaN or infinity, integer map keys) is written as ``"raw"`` (base64 msgpack)
-        instead, so :meth:`import_jsonl` reproduces every byte."""
+        NaN or infinity, integer map keys) is written as ``"raw"`` (base64 msgpack,
+        without the checksum seal) instead, so :meth:`import_jsonl` reproduces every
+        byte. Every checksum is checked on the way: a damaged record raises
+        :class:`DamagedRecordError` rather than being copied into the export."""
         if isinstance(dest, (str, os.PathLike)):
             with open(dest, "w", encoding="utf-8") as fh:
                 return self.export(fh)
@@ -868,18 +1152,21 @@ class RunStore:
             for name in DATABASES:
                 for key, raw in txn.cursor(db=self._db(name)):
                     line: dict[str, Any] = {"db": name, "key": key.hex(), "at": K.describe(name, key)}
-                    value = decode(raw)
-                    if json_safe(value, raw):
+                    value = self._value(name, key, raw)
+                    payload = unseal(key, raw, bare_ok=not self._handle.sealed)
+                    if json_safe(value, payload):
                         line["value"] = value
                     else:
-                        line["raw"] = base64.b64encode(raw).decode("ascii")
+                        line["raw"] = base64.b64encode(payload).decode("ascii")
                     dest.write(json.dumps(line, ensure_ascii=False, allow_nan=False) + "\n")
                     count += 1
         return count
 
     def import_jsonl(self, src: str | os.PathLike[str] | IO[str]) -> int:
         """Load an :meth:`export` into this store, which must be empty (``import`` is a
-        keyword, hence the name). Returns the number of entries written."""
+        keyword, hence the name). Returns the number of entries written. An export of
+        a ``store/1`` store comes in sealed, its format record moved to :data:`FORMAT`
+        (how an old store is migrated); a rollout with a non-finite log-prob is refused."""
         if isinstance(src, (str, os.PathLike)):
             with open(src, encoding="utf-8") as fh:
                 return self.import_jsonl(fh)
@@ -901,8 +1188,8 @@ class RunStore:
 
     def _put_entries(self, entries: list[tuple[str, bytes, bytes]]) -> int:
         def body(txn: lmdb.Transaction[bytes]) -> int:
-            for name, key, value in entries:
-                txn.put(key, value, db=self._db(name))
+            for name, key, payload in entries:
+                txn.put(key, seal(key, payload), db=self._db(name))
             return len(entries)
 
         return self._write(body)
@@ -911,10 +1198,36 @@ class RunStore:
 # ---------------------------------------------------------------------- helpers
 
 
-def _expect(record: Record, cls: type[T]) -> T:
-    if not isinstance(record, cls):
-        raise StoreError(f"expected a {cls.__name__} record, found {type(record).__name__}")
-    return record
+def _reason(exc: BaseException) -> str:
+    """One line saying why bytes did not decode."""
+    text = " ".join(str(exc).split())
+    return text if isinstance(exc, ChecksumError) else f"{type(exc).__name__}: {text}"
+
+
+def _where(db: str, key: bytes) -> str:
+    """A key for a person: its fields when they parse, and its bytes in hex."""
+    fields = " ".join(f"{name}={value!r}" for name, value in K.describe(db, key).items())
+    return f"{fields} (key {key.hex()})" if fields else f"key {key.hex()}"
+
+
+def _nonfinite(logprobs: Any) -> int | None:
+    """Index of the first NaN, infinite or non-numeric log-prob, or None."""
+    try:
+        if math.isfinite(sum(logprobs)):  # the common case: one pass in C
+            return None
+    except TypeError:
+        pass
+    for i, value in enumerate(logprobs):
+        try:
+            if not math.isfinite(value):
+                return i
+        except TypeError:
+            return i
+    return None  # finite values whose sum overflowed
+
+
+def _show(values: Sequence[Any], i: int) -> str:
+    return repr(values[i]) if isinstance(values[i], (int, float)) else type(values[i]).__name__
 
 
 def _shard_name(kind: str, run_id: str, step: int, oracle: str | None = None) -> str:
@@ -927,11 +1240,12 @@ def _prompt_items(run_id: str, prompts: Iterable[Prompt]) -> list[tuple[bytes, b
     for prompt in prompts:
         if not isinstance(prompt, Prompt):
             raise TypeError(f"expected Prompt records, got {type(prompt).__name__}")
-        value = encode_record(prompt)
+        key = K.prompt_key(run_id, prompt.prompt_id)
+        value = seal(key, encode_record(prompt))
         seen = items.get(prompt.prompt_id)
         if seen is not None and seen[1] != value:
             raise StoreError(f"two different prompts share the id {prompt.prompt_id!r}")
-        items[prompt.prompt_id] = (K.prompt_key(run_id, prompt.prompt_id), value, prompt.prompt_id)
+        items[prompt.prompt_id] = (key, value, prompt.prompt_id)
     return list(items.values())
 
 
@@ -942,13 +1256,20 @@ def _rollout_items(run_id: str, step: int, rollouts: Sequence[Rollout]) -> list[
     for rollout in rollouts:
         if not isinstance(rollout, Rollout):
             raise TypeError(f"expected Rollout records, got {type(rollout).__name__}")
+        bad = _nonfinite(rollout.logprobs)
+        if bad is not None:
+            # A NaN stored here would come back as every later ratio's NaN; refuse it now.
+            raise StoreError(
+                f"rollout {rollout.index} of prompt {rollout.prompt_id!r} (run {run_id!r} step {step}) has "
+                f"log-prob {bad} = {_show(rollout.logprobs, bad)}; the store keeps only finite log-probs"
+            )
         p = prompt_index.setdefault(rollout.prompt_id, len(prompt_index))
         if p == len(group_sizes):
             group_sizes.append(0)
         positions.append((p, group_sizes[p]))
         group_sizes[p] += 1
     keys = K.rollout_keys(run_id, step, positions)
-    items = list(zip(keys, map(encode_record, rollouts), strict=True))
+    items = [(key, seal(key, encode_record(r))) for key, r in zip(keys, rollouts, strict=True)]
     items.sort()
     return items
 
@@ -961,7 +1282,8 @@ def _ranking_items(
     for i, ranking in enumerate(rankings):
         if not isinstance(ranking, Ranking):
             raise TypeError(f"expected Ranking records, got {type(ranking).__name__}")
-        items.append((prefix + i.to_bytes(4, "big"), encode_record(ranking)))
+        key = prefix + i.to_bytes(4, "big")
+        items.append((key, seal(key, encode_record(ranking))))
     return items
 
 
@@ -989,6 +1311,21 @@ def _metric_values(metrics: Mapping[str, Any]) -> dict[str, Any]:
     return values
 
 
+def _shard_marker(db: str, key: bytes) -> bytes | None:
+    """The commit marker key of the shard a rollout or ranking key belongs to."""
+    if db not in SHARD_KINDS:
+        return None
+    at = K.describe(db, key)
+    if "step" not in at:
+        return None
+    try:
+        if db == "rollouts":
+            return K.marker_key(at["run"], K.ROLLOUTS_MARKER, at["step"])
+        return K.marker_key(at["run"], K.RANKINGS_MARKER, at["step"], at["oracle"])
+    except UsageError:  # a damaged key whose names no longer make a key
+        return None
+
+
 def _put_sorted(txn: lmdb.Transaction[bytes], db: Any, items: list[tuple[bytes, bytes]]) -> None:
     """Insert key-sorted items; append mode (no B-tree search) when they all go last."""
     if not items:
@@ -1009,24 +1346,36 @@ def _delete_prefix(txn: lmdb.Transaction[bytes], db: Any, prefix: bytes) -> int:
     return removed
 
 
-def _prefix_values(txn: lmdb.Transaction[bytes], db: Any, prefix: bytes) -> list[bytes]:
+def _prefix_items(txn: lmdb.Transaction[bytes], db: Any, prefix: bytes) -> list[tuple[bytes, bytes]]:
     cur = txn.cursor(db=db)
-    values = []
+    items = []
     if cur.set_range(prefix):
         for key, value in cur:
             if not key.startswith(prefix):
                 break
-            values.append(value)
-    return values
+            items.append((key, value))
+    return items
 
 
 def _parse_export_line(line: str, number: int) -> tuple[str, bytes, bytes]:
     try:
         entry = json.loads(line)
         name, key = entry["db"], bytes.fromhex(entry["key"])
-        value = base64.b64decode(entry["raw"]) if "raw" in entry else encode(entry["value"])
-    except (ValueError, KeyError, TypeError) as exc:
-        raise StoreError(f"line {number} of the export is not a store entry: {exc}") from exc
+        payload = base64.b64decode(entry["raw"]) if "raw" in entry else encode(entry["value"])
+        # A sealed value (copied from a store by hand) is checked, then unsealed.
+        payload = unseal(key, payload, bare_ok=True)
+        value = decode(payload)
+    except _UNREADABLE as exc:
+        raise StoreError(f"line {number} of the export is not a store entry: {_reason(exc)}") from exc
     if name not in DATABASES:
         raise StoreError(f"line {number} of the export names an unknown database {name!r}")
-    return name, key, value
+    if not isinstance(value, dict):
+        raise StoreError(f"line {number} of the export holds a {type(value).__name__}, not a map")
+    if name == "meta" and key == b"format" and value.get("schema") != FORMAT:
+        # An older store's export: what is imported is sealed, so it is a FORMAT store now.
+        payload = encode({**value, "schema": FORMAT, "migrated_from": value.get("schema")})
+    if name == "rollouts":
+        bad = _nonfinite(value.get("logprobs") or [])
+        if bad is not None:
+            raise StoreError(f"line {number} of the export is a rollout with a non-finite log-prob {bad}")
+    return name, key, payload

@@ -3,6 +3,7 @@ scoring, baselines that show temporal questions need more than one frame, index 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -23,6 +24,7 @@ from rlaif.plugins.benchmarks.video_world.baselines import (
     random_baseline,
     single_frame_baseline,
 )
+from rlaif.plugins.benchmarks.video_world.benchmark import SPLITS
 from rlaif.plugins.benchmarks.video_world.scoring import (
     extract_facts,
     is_correct,
@@ -393,3 +395,145 @@ def test_score_table_keys(world):
     metrics = world.score(prompts, ["" for _ in prompts])
     assert {"acc/short", "acc/all", "score/describe"} | {f"acc/{q}" for q in SHORT_QTYPES} <= set(metrics)
     assert metrics["acc/all"] == 0.0 and metrics["score/describe"] == 0.0
+
+
+# -- damaged cache -------------------------------------------------------------------------------
+
+TINY = {"n_sft": 2, "n_rl": 2, "n_test": 1, "progress": False}
+
+
+def _snapshot(world: VideoWorld) -> dict[str, tuple[bytes, np.ndarray]]:
+    return {v.video_id: (open(v.path, "rb").read(), world.frames(v)) for s in SPLITS for v in world.videos(s)}
+
+
+def _damage_four(world: VideoWorld) -> list[str]:
+    """Garbage of the same size, a cut file, a deleted file and flipped bytes mid-file
+    (same size, still an mp4 header): the four ways a cache goes bad."""
+    paths = [v.path for s in SPLITS for v in world.videos(s)][:4]
+    garbage, cut, deleted, flipped = paths
+    size = os.path.getsize(garbage)
+    open(garbage, "wb").write(np.random.default_rng(0).integers(0, 256, size, dtype=np.uint8).tobytes())
+    data = open(cut, "rb").read()
+    open(cut, "wb").write(data[: len(data) // 2])
+    os.unlink(deleted)
+    data = bytearray(open(flipped, "rb").read())
+    data[len(data) // 2 : len(data) // 2 + 16] = bytes(16)
+    open(flipped, "wb").write(bytes(data))
+    return paths
+
+
+def test_index_records_each_videos_size_and_hash(tmp_path):
+    world = VideoWorld(root=str(tmp_path / "w"), **TINY)
+    entries = [e for s in SPLITS for e in json.loads(world.index_path.read_text())["splits"][s]]
+    assert len(entries) == 5
+    for entry in entries:
+        data = (world.root / entry["file"]).read_bytes()
+        assert entry["bytes"] == len(data) and entry["sha256"] == hashlib.sha256(data).hexdigest()
+
+
+@pytest.mark.parametrize("new_instance", [True, False], ids=["new-instance", "same-instance"])
+def test_damaged_or_missing_videos_are_rerendered_to_the_same_frames(tmp_path, new_instance):
+    world = VideoWorld(root=str(tmp_path / "w"), **TINY)
+    before = _snapshot(world)  # every file hashed once in this process
+    damaged = _damage_four(world)  # new mtimes, so hashed again on next use
+    if new_instance:
+        world = VideoWorld(root=str(tmp_path / "w"), **TINY)
+        assert world.build_seconds is None  # the index is reused, only videos are redone
+    index_before = world.index_path.read_bytes()
+    for s in SPLITS:
+        for v in world.videos(s):
+            assert np.array_equal(world.frames(v), before[v.video_id][1]), v.video_id
+            assert open(v.path, "rb").read() == before[v.video_id][0]  # byte-identical again
+    assert sorted(world.rebuilt) == sorted(damaged)
+    assert world.index_path.read_bytes() == index_before  # same bytes, so the index stands
+    # sampled reads and reads by id go through the same check
+    os.unlink(damaged[0])
+    video = world.videos("sft")[0]
+    every = before[video.video_id][1]
+    assert np.array_equal(world.frames(video.video_id, 3), every[uniform_indices(len(every), 3)])
+    assert not list(world.root.rglob("*.tmp*"))
+
+
+def test_damage_that_keeps_size_and_mtime_is_caught_when_decoding_fails(tmp_path):
+    """The cheap per-read check (size, and a hash only when size or mtime changed) misses
+    bytes swapped under an unchanged mtime; the failed decode then checks the hash."""
+    world = VideoWorld(root=str(tmp_path / "w"), **TINY)
+    video = world.videos("rl")[0]
+    frames = world.frames(video)  # hashed now
+    stat = os.stat(video.path)
+    open(video.path, "wb").write(bytes(stat.st_size))  # zeros: same size, no mp4
+    os.utime(video.path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert np.array_equal(world.frames(video), frames) and world.rebuilt == [video.path]
+
+
+def test_damaged_fresh_alignment_videos_are_rerendered(tmp_path):
+    world = VideoWorld(root=str(tmp_path / "w"), **TINY)
+    refs = list({p.video.path: p.video for p in world.alignment_examples(2)}.values())
+    before = [world.frames(ref) for ref in refs]
+    os.unlink(refs[0].path)
+    open(refs[1].path, "wb").write(b"not an mp4")
+    assert all(np.array_equal(world.frames(ref), frames) for ref, frames in zip(refs, before, strict=True))
+    assert world.rebuilt == [refs[0].path, refs[1].path]
+
+
+def test_index_without_hashes_still_rebuilds_missing_and_undecodable_videos(tmp_path):
+    world = VideoWorld(root=str(tmp_path / "w"), **TINY)
+    before = _snapshot(world)
+    index = json.loads(world.index_path.read_text())
+    for s in SPLITS:  # as the index was written before sizes and hashes were recorded
+        for entry in index["splits"][s]:
+            del entry["bytes"], entry["sha256"]
+    world.index_path.write_text(json.dumps(index))
+    garbage, cut, deleted, flipped = _damage_four(world)
+    world = VideoWorld(root=str(tmp_path / "w"), **TINY)
+    for s in SPLITS:
+        for v in world.videos(s):
+            if v.path != flipped:  # bytes flipped mid-file may still decode: no hash to tell
+                assert np.array_equal(world.frames(v), before[v.video_id][1]), v.video_id
+    assert sorted(world.rebuilt) == sorted([garbage, cut, deleted])
+    index = json.loads(world.index_path.read_text())
+    stamped = {str(world.root / e["file"]) for s in SPLITS for e in index["splits"][s] if "sha256" in e}
+    assert stamped == {garbage, cut, deleted}  # the index learns the stamps of what it re-rendered
+
+
+@pytest.mark.parametrize("damage", ["garbage", "half", "head", "empty", "missing", "directory"])
+def test_users_unreadable_video_is_a_one_line_error_naming_it(tmp_path, world, damage):
+    from rlaif.core.errors import VideoFileError
+
+    path = tmp_path / "mine.mp4"
+    write_video(path, generate_video("mine", "users-own", canvas=32).render())
+    data = path.read_bytes()
+    if damage == "garbage":
+        path.write_bytes(np.random.default_rng(1).integers(0, 256, len(data), dtype=np.uint8).tobytes())
+    elif damage in ("half", "head", "empty"):
+        path.write_bytes(data[: {"half": len(data) // 2, "head": 100, "empty": 0}[damage]])
+    elif damage == "missing":
+        path.unlink()
+    else:
+        path.unlink()
+        path.mkdir()
+    for read in (lambda: read_frames(path), lambda: read_frames(path, 4), lambda: count_frames(path),
+                 lambda: world.frames(str(path))):  # fmt: skip
+        with pytest.raises(VideoFileError) as caught:
+            read()
+        message = str(caught.value)
+        assert message.startswith(f"cannot read the video {path}: ") and "\n" not in message
+    assert str(path) not in world.rebuilt  # a user's file is never rewritten
+
+
+def test_every_cut_of_a_video_is_a_video_error_or_decodes(tmp_path):
+    """PyAV reports a cut mp4 as InvalidDataError, DecoderNotFoundError, EOFError, an
+    empty stream list or no frames, depending on where the cut falls; all are one error."""
+    from rlaif.core.errors import VideoFileError
+
+    path = tmp_path / "cut.mp4"
+    write_video(path, generate_video("cut", "cut-points", canvas=32).render())
+    data = path.read_bytes()
+    for cut in range(0, len(data), max(1, len(data) // 60)):
+        path.write_bytes(data[:cut])
+        try:
+            frames = read_frames(path)
+        except VideoFileError as exc:
+            assert str(path) in str(exc)
+        else:
+            assert frames.ndim == 4 and len(frames) > 0

@@ -4,6 +4,14 @@ Built once per option set into a cache folder (mp4 files plus ``index.json``; no
 and reused instantly afterwards. The index is written last, atomically, so a build that
 was killed is simply redone. Frames are read back through :func:`read_frames`, the same
 PyAV loader a real dataset would use.
+
+The cache repairs itself: a video is a pure function of the seed, so one that is missing,
+damaged or truncated is re-rendered rather than failing the run. The index records each
+mp4's size and sha256; before a video is decoded its size is checked (a ``stat``), and
+its hash once per process and again whenever the file's size or mtime changed, or when
+decoding fails. Indexes written before hashes were recorded are repaired on a missing
+file or a decoding failure only. A video that is not one of the world's own files (a
+user's path) is never rewritten: it fails with a one-line :class:`VideoFileError`.
 """
 
 from __future__ import annotations
@@ -12,15 +20,16 @@ import hashlib
 import json
 import os
 import random
+import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from rlaif.core.errors import UsageError
+from rlaif.core.errors import UsageError, VideoFileError
 from rlaif.core.records import Prompt, VideoRef
 from rlaif.plugins.benchmarks.video_world import scoring
 from rlaif.plugins.benchmarks.video_world.fresh import FreshScene, fresh_scenes, narrative_clips
@@ -35,6 +44,7 @@ from rlaif.plugins.benchmarks.video_world.world import (
     GENERATOR_VERSION,
     Event,
     WorldObject,
+    WorldVideo,
     caption_clips,
     event_from_dict,
     generate_video,
@@ -46,6 +56,15 @@ SPLITS: tuple[str, ...] = ("sft", "rl", "test")
 #: Fresh scenes a world offers per video of its splits (the default world: 3500).
 FRESH_PER_VIDEO = 5
 INDEX_FORMAT = "video-world/1"
+
+#: ``(size, mtime_ns)`` of each cached mp4 when its sha256 last matched, by path: the
+#: hash is checked once per process and again only when the file changed.
+_HASHED: dict[str, tuple[int, int]] = {}
+
+
+def _file_stamp(path: Path) -> dict[str, Any]:
+    """What the index records of an mp4 to tell a damaged one: its size and sha256."""
+    return {"bytes": path.stat().st_size, "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
 
 
 class VideoWorld:
@@ -133,6 +152,14 @@ class VideoWorld:
         self._entries: dict[str, dict[str, Any]] = {
             v["video_id"]: v for split in SPLITS for v in self._index["splits"][split]
         }
+        # Where each video came from, to re-render it: (split, index in the split).
+        self._origin: dict[str, tuple[str, int]] = {
+            v["video_id"]: (split, i) for split in SPLITS for i, v in enumerate(self._index["splits"][split])
+        }
+        # Fresh alignment videos written under the cache (path -> renderer), repaired the same way.
+        self._fresh_videos: dict[str, Callable[[], np.ndarray]] = {}
+        #: Paths of cached videos this instance re-rendered because they were missing or damaged.
+        self.rebuilt: list[str] = []
         self._answers: dict[str, str] = {
             qa["prompt_id"]: qa["answer"] for entry in self._entries.values() for qa in entry["qa"]
         }
@@ -172,8 +199,35 @@ class VideoWorld:
     ) -> np.ndarray:
         """uint8 frames ``[T, H, W, 3]`` decoded from the mp4: all of them, or ``n_frames``
         sampled uniformly (``linspace``, repeating frames of short videos); ``frame_range``
-        ``(start, stop)`` samples within one clip (see ``sft_examples``)."""
-        return read_frames(self._entry_path(video), n_frames, frame_range=frame_range)
+        ``(start, stop)`` samples within one clip (see ``sft_examples``).
+
+        One of the world's own videos that is missing or damaged is re-rendered first
+        (see the module docstring); any other path that does not decode raises
+        :class:`VideoFileError` naming it."""
+        entry = self._own_entry(video)
+        if entry is not None:
+            path = self.root / entry["file"]
+            if not self._file_ok(entry, path):
+                self._rerender(entry)
+            try:
+                return read_frames(path, n_frames, frame_range=frame_range)
+            except VideoFileError:
+                # Damage the size check let through (the hash was already checked this
+                # process): look again, and re-render unless the bytes are the built ones.
+                if "sha256" in entry and self._file_ok(entry, path, rehash=True):
+                    raise
+                self._rerender(entry)
+                return read_frames(path, n_frames, frame_range=frame_range)
+        path = Path(self._entry_path(video))
+        try:
+            return read_frames(path, n_frames, frame_range=frame_range)
+        except VideoFileError:
+            render = self._fresh_videos.get(str(path))
+            if render is None:
+                raise  # a user's own video: nothing to render it from
+            self._write_mp4(render(), path)
+            self.rebuilt.append(str(path))
+        return read_frames(path, n_frames, frame_range=frame_range)
 
     def score(self, prompts: Sequence[Prompt], answers: Sequence[str]) -> dict[str, float]:
         """``acc/<qtype>``, ``acc/short``, ``score/describe`` (0-5), ``acc/all`` and counts
@@ -286,9 +340,8 @@ class VideoWorld:
             video = scene.video
             path = folder / f"{video.video_id}.mp4"
             if not path.exists():
-                tmp = folder / f"{video.video_id}.{os.getpid()}.tmp.mp4"
-                write_video(tmp, video.render(), fps=self.fps, codec=self.codec)
-                os.replace(tmp, path)
+                self._write_mp4(video.render(), path)
+            self._fresh_videos[str(path)] = video.render
             ref = VideoRef(video.video_id, str(path), n_frames=video.n_frames, fps=self.fps)
             for n_clips in (1, 3):
                 clips = narrative_clips(video.n_frames, n_clips)
@@ -366,30 +419,79 @@ class VideoWorld:
             if bar is not None:
                 bar.stop()
         index = {"format": INDEX_FORMAT, "params": self.params, "splits": splits}
-        tmp = self.index_path.with_name(f"index.json.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(index))
-        os.replace(tmp, self.index_path)  # last and atomic: an index means a complete world
+        self._write_index(index)  # last and atomic: an index means a complete world
         self.build_seconds = time.monotonic() - start
         return index
 
-    def _build_video(self, split: str, i: int) -> dict[str, Any]:
-        video_id = f"vw{self.seed}-{split}-{i:05d}"
-        key = f"video-world/{self.seed}/{split}/{i}"
-        video = generate_video(
-            video_id, key, canvas=self.size, min_frames=self.params["min_frames"],
-            max_frames=self.params["max_frames"], max_objects=self.params["max_objects"],
+    def _write_index(self, index: dict[str, Any]) -> None:
+        tmp = self.index_path.with_name(f"index.json.{os.getpid()}.{threading.get_ident()}.tmp")
+        tmp.write_text(json.dumps(index))
+        os.replace(tmp, self.index_path)
+
+    def _generate(self, split: str, i: int) -> WorldVideo:
+        """The ``i``-th video of ``split``: a pure function of the seed and options."""
+        return generate_video(
+            f"vw{self.seed}-{split}-{i:05d}", f"video-world/{self.seed}/{split}/{i}", canvas=self.size,
+            min_frames=self.params["min_frames"], max_frames=self.params["max_frames"],
+            max_objects=self.params["max_objects"],
         )  # fmt: skip
+
+    def _write_mp4(self, frames: np.ndarray, path: Path) -> dict[str, Any]:
+        """Write an mp4 atomically (a killed write leaves only a temp file); returns the
+        stamp the index records, and marks the file as hashed in this process."""
+        tmp = path.with_name(f"{path.stem}.{os.getpid()}.{threading.get_ident()}.tmp.mp4")
+        write_video(tmp, frames, fps=self.fps, codec=self.codec)
+        stamp = _file_stamp(tmp)
+        os.replace(tmp, path)
+        stat = path.stat()
+        _HASHED[str(path)] = (stat.st_size, stat.st_mtime_ns)
+        return stamp
+
+    def _file_ok(self, entry: Mapping[str, Any], path: Path, rehash: bool = False) -> bool:
+        """Whether the cached mp4 is the one the index recorded: present, of its size,
+        and (once per process, when it changed, or with ``rehash``) of its sha256."""
+        try:
+            stat = path.stat()
+        except OSError:
+            return False
+        if "bytes" not in entry:  # an index from before hashes: presence is all we know
+            return True
+        if stat.st_size != entry["bytes"]:
+            return False
+        seen = (stat.st_size, stat.st_mtime_ns)
+        if not rehash and _HASHED.get(str(path)) == seen:
+            return True
+        if hashlib.sha256(path.read_bytes()).hexdigest() != entry["sha256"]:
+            _HASHED.pop(str(path), None)
+            return False
+        _HASHED[str(path)] = seen
+        return True
+
+    def _rerender(self, entry: dict[str, Any]) -> None:
+        """Write a missing or damaged video again from its seed. The index is rewritten
+        only when the new file's stamp differs (an index without stamps, or an encoder
+        whose bytes changed), so it keeps describing the files on disk."""
+        split, i = self._origin[entry["video_id"]]
+        path = self.root / entry["file"]
+        stamp = self._write_mp4(self._generate(split, i).render(), path)
+        self.rebuilt.append(str(path))
+        if any(entry.get(k) != v for k, v in stamp.items()):
+            entry.update(stamp)
+            self._write_index(self._index)
+
+    def _build_video(self, split: str, i: int) -> dict[str, Any]:
+        video = self._generate(split, i)
+        video_id, key = video.video_id, f"video-world/{self.seed}/{split}/{i}"
         clips = split_clips(video.n_frames, self.max_clip_frames)
         captions = caption_clips(video.objects, video.events, clips)
         narrative = " ".join(captions)
         qa = make_questions(video.objects, video.events, narrative, random.Random(key + "/qa"))
         rel = f"videos/{video_id}.mp4"
-        tmp = self.root / f"videos/{video_id}.{os.getpid()}.tmp.mp4"
-        write_video(tmp, video.render(), fps=self.fps, codec=self.codec)
-        os.replace(tmp, self.root / rel)
+        stamp = self._write_mp4(video.render(), self.root / rel)
         return {
             "video_id": video_id,
             "file": rel,
+            **stamp,
             "n_frames": video.n_frames,
             "objects": [asdict(o) for o in video.objects],
             "events": [asdict(e) for e in video.events],
@@ -425,6 +527,18 @@ class VideoWorld:
             return self._entries[video_id]
         except KeyError:
             raise UsageError(f"video {video_id!r} is not part of this video world") from None
+
+    def _own_entry(self, video: VideoRef | Prompt | str) -> dict[str, Any] | None:
+        """The index entry when ``video`` is one of this world's files (by id, or a ref
+        to the file under this root), else None (a path of the user's)."""
+        if isinstance(video, Prompt):
+            video = video.video
+        if isinstance(video, VideoRef):
+            entry = self._entries.get(video.video_id)
+            if entry is not None and os.path.abspath(video.path) == os.path.abspath(self.root / entry["file"]):
+                return entry
+            return None
+        return self._entries.get(str(video))
 
     def _entry_path(self, video: VideoRef | Prompt | str) -> str:
         if isinstance(video, Prompt):

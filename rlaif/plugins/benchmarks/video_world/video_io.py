@@ -4,6 +4,9 @@
 ``n_frames`` indices with ``linspace`` over the whole video (VLM-RLAIF samples 50 frames
 this way) and decodes only up to the last one it needs. :func:`split_clips` cuts a frame
 sequence into clips of at most 20 frames, as VLM-RLAIF does before captioning each clip.
+A file that is missing or does not decode raises :class:`VideoFileError` naming it, not
+whichever PyAV error the damage happens to trip (a cut file can read as
+``DecoderNotFoundError``); the world cache catches it to re-render its own videos.
 """
 
 from __future__ import annotations
@@ -16,6 +19,12 @@ from typing import Any
 
 import av
 import numpy as np
+
+from rlaif.core.errors import VideoFileError
+
+#: What PyAV raises on a damaged file: its FFmpeg errors (EOFError and InvalidDataError
+#: among them) and OSError for a file that vanished or cannot be read.
+_DECODE_ERRORS = (av.error.FFmpegError, OSError)
 
 
 def uniform_indices(total: int, n: int) -> list[int]:
@@ -117,11 +126,35 @@ def codec_roundtrip(frames: np.ndarray, *, fps: float = 8.0, codec: str = "h264"
 
 def count_frames(path: str | os.PathLike[str]) -> int:
     """Number of frames, from the container when it says, else by decoding."""
-    with av.open(str(path)) as container:
-        stream = container.streams.video[0]
-        if stream.frames:
-            return int(stream.frames)
-        return sum(1 for _ in container.decode(stream))
+    path = _existing(path)
+    try:
+        with av.open(str(path)) as container:
+            stream = _video_stream(container, path)
+            if stream.frames:
+                return int(stream.frames)
+            return sum(1 for _ in container.decode(stream))
+    except _DECODE_ERRORS as exc:
+        raise _unreadable(path, exc) from exc
+
+
+def _existing(path: str | os.PathLike[str]) -> Path:
+    path = Path(path)
+    if not path.is_file():
+        raise VideoFileError(str(path), "no such file" if not path.exists() else "not a file")
+    return path
+
+
+def _video_stream(container: Any, path: Path) -> Any:
+    if not container.streams.video:
+        raise VideoFileError(str(path), "it holds no video stream (damaged or not a video)")
+    return container.streams.video[0]
+
+
+def _unreadable(path: Path, exc: BaseException) -> VideoFileError:
+    reason = " ".join(str(exc).split()) or type(exc).__name__
+    return VideoFileError(
+        str(path), f"it does not decode ({type(exc).__name__}: {reason}); damaged or truncated?"
+    )
 
 
 def read_frames(
@@ -133,27 +166,28 @@ def read_frames(
     :func:`uniform_indices` (repeating frames when the video is shorter). ``frame_range``
     ``(start, stop)`` restricts sampling to those frames (a clip of the video).
     """
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(path)
+    path = _existing(path)
     sampling = n_frames is not None or frame_range is not None
     frames: list[np.ndarray] | None = None
-    with av.open(str(path)) as container:
-        stream = container.streams.video[0]
-        stream.thread_type = "NONE"  # tiny frames: threads cost more than they save
-        total = int(stream.frames or 0)
-        if total and sampling:
-            picked = _decode_indices(container.decode(stream), _wanted(total, n_frames, frame_range))
-            if picked is not None:
-                return picked
-        else:
-            frames = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
-    if frames is None:  # the container's frame count was wrong: decode everything
+    try:
         with av.open(str(path)) as container:
-            stream = container.streams.video[0]
-            frames = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
+            stream = _video_stream(container, path)
+            stream.thread_type = "NONE"  # tiny frames: threads cost more than they save
+            total = int(stream.frames or 0)
+            if total and sampling:
+                picked = _decode_indices(container.decode(stream), _wanted(total, n_frames, frame_range))
+                if picked is not None:
+                    return picked
+            else:
+                frames = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
+        if frames is None:  # the container's frame count was wrong: decode everything
+            with av.open(str(path)) as container:
+                stream = _video_stream(container, path)
+                frames = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
+    except _DECODE_ERRORS as exc:
+        raise _unreadable(path, exc) from exc
     if not frames:
-        raise ValueError(f"no frames decoded from {path}")
+        raise VideoFileError(str(path), "no frames decode from it (damaged or truncated?)")
     if not sampling:
         return np.stack(frames)
     return np.stack([frames[i] for i in _wanted(len(frames), n_frames, frame_range)])
