@@ -29,3 +29,18 @@ def rlaif_register_losses(register):  # type: ignore[no-untyped-def]
         "rlaif.plugins.losses.dpo:DPOLoss",
         description="DPO on pairs read off each ranking (best vs worst, or all ordered pairs)",
     )
+    register(
+        "gopo",
+        "rlaif.plugins.losses.gopo:GOPOLoss",
+        description="GOPO (arXiv 2602.03876): linear rank advantages +2..-2, clipped objective, k3 KL",
+    )
+    register(
+        "plackett-luce",
+        "rlaif.plugins.losses.plackett_luce:PlackettLuceLoss",
+        description="Listwise Plackett-Luce NLL of each ranking under DPO's implicit reward (= dpo at G = 2)",
+    )
+    register(
+        "corpo",
+        "rlaif.plugins.losses.corpo:CoRPOLoss",
+        description="CoRPO (arXiv 2511.04439): GRPO with the baseline clipped at a correctness threshold",
+    )

@@ -26,21 +26,53 @@ class ExperimentalWarning(UserWarning):
     """Emitted when an experimental, unvalidated advantage mode is switched on."""
 
 
-def dcg_gain(rank: float, kind: str = "dcg_log", group_size: int | None = None) -> float:
+#: Default DCG discount ``1 / log_base(offset + r)``: base 2, offset 2, so ``g(0) = 1``.
+DCG_BASE = 2.0
+DCG_OFFSET = 2.0
+
+
+def check_dcg_discount(base: float, offset: float) -> None:
+    """Reject a discount ``1 / log_base(offset + r)`` that is not positive and decreasing
+    from rank 0: it needs ``base > 1`` and ``offset > 1``."""
+    if not base > 1:
+        raise ValueError(f"the DCG log base must be > 1, got {base}")
+    if not offset > 1:
+        raise ValueError(f"the DCG offset must be > 1 (so log(offset + 0) > 0), got {offset}")
+
+
+def _log_base(x: float, base: float) -> float:
+    # log2 itself for base 2, so the default gains are bit-for-bit the historical ones
+    return math.log2(x) if base == 2.0 else math.log(x) / math.log(base)
+
+
+def dcg_gain(
+    rank: float,
+    kind: str = "dcg_log",
+    group_size: int | None = None,
+    *,
+    base: float = DCG_BASE,
+    offset: float = DCG_OFFSET,
+) -> float:
     """Gain of the candidate at ``rank`` (0 = best).
 
-    - ``dcg_log``: ``1 / log2(2 + r)``, the standard DCG discount, so ``g(0) = 1``
+    - ``dcg_log``: ``1 / log_b(c + r)``, the DCG discount alone; with the defaults
+      ``b = 2, c = 2`` it is the standard ``1 / log2(2 + r)``, so ``g(0) = 1``
       (Oracle-RLAIF default, methods.md §1).
-    - ``dcg_secondary``: ``1 / ((1 + r) * log2(2 + r))``, the secondary sources' reading.
+    - ``dcg_secondary``: ``1 / ((1 + r) * log_b(c + r))``, the secondary sources' reading
+      (a reciprocal-rank gain times the same discount).
     - ``linear``: ``(G - 1 - r) / (G - 1)``, 1 for the best and 0 for the worst; needs
-      ``group_size``; a group of one gets 1.
+      ``group_size``; a group of one gets 1. It has no discount, so ``base`` and
+      ``offset`` are ignored.
+
+    ``base`` (b) only rescales the DCG gains (``1 / log_b x = ln b / ln x``); ``offset`` (c)
+    changes their shape: a larger c flattens the gaps between the top ranks.
     """
     if rank < 0:
         raise ValueError(f"rank must be >= 0, got {rank}")
-    if kind == "dcg_log":
-        return 1.0 / math.log2(2.0 + rank)
-    if kind == "dcg_secondary":
-        return 1.0 / ((1.0 + rank) * math.log2(2.0 + rank))
+    if kind in ("dcg_log", "dcg_secondary"):
+        check_dcg_discount(base, offset)
+        log = _log_base(offset + rank, base)
+        return 1.0 / log if kind == "dcg_log" else 1.0 / ((1.0 + rank) * log)
     if kind == "linear":
         if group_size is None:
             raise ValueError("the linear gain needs group_size")
@@ -64,15 +96,22 @@ def rank_blocks(ranking_or_positions: RankingOrPositions) -> list[list[int]]:
     return [[i for i, p in enumerate(positions) if p == value] for value in sorted(set(positions))]
 
 
-def tie_aware_gains(blocks: Sequence[Sequence[int]], gain: str = "dcg_log") -> list[float]:
+def tie_aware_gains(
+    blocks: Sequence[Sequence[int]],
+    gain: str = "dcg_log",
+    *,
+    base: float = DCG_BASE,
+    offset: float = DCG_OFFSET,
+) -> list[float]:
     """Gain per candidate; a tie block spanning positions ``s..e`` gets the *mean gain*
-    ``mean(g(s), ..., g(e))`` (not the gain of the mean position; methods.md §1)."""
+    ``mean(g(s), ..., g(e))`` (not the gain of the mean position; methods.md §1).
+    ``base`` and ``offset`` parametrise the DCG discount (see :func:`dcg_gain`)."""
     group_size = sum(len(b) for b in blocks)
     gains = [0.0] * group_size
     start = 0
     for block in blocks:
         span = range(start, start + len(block))
-        mean_gain = sum(dcg_gain(r, gain, group_size) for r in span) / len(block)
+        mean_gain = sum(dcg_gain(r, gain, group_size, base=base, offset=offset) for r in span) / len(block)
         for c in block:
             gains[c] = mean_gain
         start += len(block)
@@ -104,11 +143,14 @@ def rank_advantages(
     eps: float = 1e-6,
     *,
     group_size: int | None = None,
+    base: float = DCG_BASE,
+    offset: float = DCG_OFFSET,
 ) -> list[float]:
     """GRPO_rank advantages of one group (Shi et al. 2025, Oracle-RLAIF; methods.md §1).
 
-    ``A_i = g(r_i) - mean_j g(r_j)`` with ``g`` from :func:`dcg_gain` and tied candidates
-    sharing the mean gain of the positions they span. The advantages sum to zero and lie
+    ``A_i = g(r_i) - mean_j g(r_j)`` with ``g`` from :func:`dcg_gain` (``base`` and
+    ``offset`` are its DCG discount's parameters) and tied candidates sharing the mean
+    gain of the positions they span. The advantages sum to zero and lie
     in ``[-1, 1]``; the largest gaps sit at the top of the ranking. With
     ``normalize_std`` they are divided by their population std plus ``eps``, as GRPO does.
 
@@ -122,7 +164,7 @@ def rank_advantages(
     if isinstance(ranking_or_positions, Ranking) and not ranking_or_positions.ok:
         return [0.0] * _failed_size(ranking_or_positions, group_size)
     blocks = rank_blocks(ranking_or_positions)
-    gains = tie_aware_gains(blocks, gain)
+    gains = tie_aware_gains(blocks, gain, base=base, offset=offset)
     _check_size(len(gains), group_size)
     if not gains:
         return []
@@ -194,6 +236,8 @@ def pred_vs_oracle_advantages(
     gain: str = "dcg_log",
     *,
     group_size: int | None = None,
+    base: float = DCG_BASE,
+    offset: float = DCG_OFFSET,
 ) -> list[float]:
     """EXPERIMENTAL "prediction vs oracle" advantages (secondary reading of Oracle-RLAIF).
 
@@ -212,13 +256,94 @@ def pred_vs_oracle_advantages(
         )
     if isinstance(ranking_or_positions, Ranking) and not ranking_or_positions.ok:
         return [0.0] * _failed_size(ranking_or_positions, group_size)
-    oracle_gains = tie_aware_gains(rank_blocks(ranking_or_positions), gain)
+    oracle_gains = tie_aware_gains(rank_blocks(ranking_or_positions), gain, base=base, offset=offset)
     _check_size(len(oracle_gains), group_size)
     if len(policy_scores) != len(oracle_gains):
         raise ValueError(f"{len(policy_scores)} policy scores for {len(oracle_gains)} candidates")
-    policy_gains = tie_aware_gains(rank_blocks([-float(s) for s in policy_scores]), gain)
+    policy_blocks = rank_blocks([-float(s) for s in policy_scores])
+    policy_gains = tie_aware_gains(policy_blocks, gain, base=base, offset=offset)
     deltas = [1.0 - p / o for p, o in zip(policy_gains, oracle_gains, strict=True)]
     if not deltas:
         return []
     mean = sum(deltas) / len(deltas)
     return [mean - d for d in deltas]
+
+
+def mean_positions(blocks: Sequence[Sequence[int]]) -> list[float]:
+    """Position of each candidate (0 = best) from tie blocks, best block first; a block
+    spanning positions ``s..e`` gives each of its candidates ``(s + e) / 2`` (as
+    :meth:`Ranking.positions` does)."""
+    positions = [0.0] * sum(len(b) for b in blocks)
+    start = 0
+    for block in blocks:
+        for c in block:
+            positions[c] = start + (len(block) - 1) / 2
+        start += len(block)
+    return positions
+
+
+def gopo_advantages(
+    ranking_or_positions: RankingOrPositions, *, group_size: int | None = None
+) -> list[float]:
+    """GOPO advantages of one group (Choi et al. 2026, arXiv 2602.03876, eq. for
+    ``A^rank``; methods.md §4b).
+
+    With ranks ``rho_i`` in ``1..G`` (1 = best), ``A_i = 2 - 4 (rho_i - 1) / (G - 1)``: linear
+    from +2 for the best to -2 for the worst, whatever the reward magnitudes. Ties (ours;
+    the reference code breaks them by ``argsort`` order): tied candidates get the mean of
+    the advantages of the ranks they span, which, the map being linear, is the advantage
+    of their mean rank; so the advantages still sum to zero. Equal to 4x
+    :func:`rank_advantages` with the ``linear`` gain. A failed ranking gives
+    ``group_size`` zeros; a group of one gives ``[0.0]``.
+    """
+    if isinstance(ranking_or_positions, Ranking) and not ranking_or_positions.ok:
+        return [0.0] * _failed_size(ranking_or_positions, group_size)
+    positions = mean_positions(rank_blocks(ranking_or_positions))  # rho_i - 1
+    n = len(positions)
+    _check_size(n, group_size)
+    if n <= 1:
+        return [0.0] * n
+    return [2.0 - 4.0 * p / (n - 1) for p in positions]
+
+
+def corpo_advantages(scores: Sequence[float], threshold: float) -> list[float]:
+    """CoRPO advantages of one group (Garg et al. 2025, arXiv 2511.04439; methods.md §4b).
+
+    ``A_i = r_i - max(mean_j r_j, tau)``: GRPO's mean baseline clipped from below at the
+    correctness threshold ``tau``, so while the group's mean is under ``tau`` no answer
+    below ``tau`` gets a positive advantage (and an all-wrong group is pushed down
+    instead of giving zeros); once the mean reaches ``tau`` it is GRPO's mean-centred
+    advantage. Not divided by the group std: see :mod:`rlaif.plugins.losses.corpo`.
+    """
+    scores = [float(s) for s in scores]
+    if not scores:
+        return []
+    baseline = max(sum(scores) / len(scores), threshold)
+    return [s - baseline for s in scores]
+
+
+def rank_mismatch(
+    ranking_or_positions: RankingOrPositions,
+    policy_scores: Sequence[float],
+    *,
+    group_size: int | None = None,
+) -> list[float]:
+    """How far the policy's own ranking of a group is from the oracle's, per candidate:
+    ``p_i = |r_hat_i - r_i| / (G - 1)`` in ``[0, 1]``.
+
+    ``r_i`` is the oracle's position (0 = best; tied candidates share the mean position
+    of their block), ``r_hat_i`` the position of candidate i when the group is sorted by
+    ``policy_scores`` (higher is better; exactly equal scores share the mean position).
+    A failed ranking gives ``group_size`` zeros; a group of one gives ``[0.0]``.
+    """
+    if isinstance(ranking_or_positions, Ranking) and not ranking_or_positions.ok:
+        return [0.0] * _failed_size(ranking_or_positions, group_size)
+    oracle = mean_positions(rank_blocks(ranking_or_positions))
+    n = len(oracle)
+    _check_size(n, group_size)
+    if len(policy_scores) != n:
+        raise ValueError(f"{len(policy_scores)} policy scores for {n} candidates")
+    if n <= 1:
+        return [0.0] * n
+    predicted = mean_positions(rank_blocks([-float(s) for s in policy_scores]))
+    return [abs(p - o) / (n - 1) for p, o in zip(predicted, oracle, strict=True)]

@@ -14,7 +14,11 @@ import torch
 
 from rlaif.core.protocols import RankedBatch
 from rlaif.plugins.losses.advantages import group_normalized_advantages, ranking_scores
-from rlaif.plugins.losses.policy_gradient import sequence_advantage_loss
+from rlaif.plugins.losses.policy_gradient import (
+    SEQUENCE_LOSS_NEEDS,
+    sequence_advantage_loss,
+    sequence_loss_needs,
+)
 from rlaif.plugins.losses.ranked_batch import group_sizes
 
 
@@ -31,22 +35,13 @@ class GRPOLoss:
     """
 
     name = "grpo"
-    needs: frozenset[str] = frozenset({"logprobs", "old_logprobs", "ref_logprobs", "mask"})
+    needs: frozenset[str] = SEQUENCE_LOSS_NEEDS
 
     def __init__(self, clip_eps: float = 0.2, kl_coef: float = 0.04, entropy_coef: float = 0.0) -> None:
-        if clip_eps <= 0:
-            raise ValueError(f"clip_eps must be > 0, got {clip_eps}")
-        if kl_coef < 0:
-            raise ValueError(f"kl_coef must be >= 0, got {kl_coef}")
+        self.needs = sequence_loss_needs(clip_eps, kl_coef, entropy_coef)
         self.clip_eps = clip_eps
         self.kl_coef = kl_coef
         self.entropy_coef = entropy_coef
-        needs = set(type(self).needs)
-        if kl_coef == 0:
-            needs.discard("ref_logprobs")
-        if entropy_coef != 0:
-            needs.add("entropies")
-        self.needs = frozenset(needs)
 
     def advantages(self, batch: RankedBatch) -> list[float]:
         """Flattened per-rollout advantages ``[N]`` (group order); a failed ranking gives its

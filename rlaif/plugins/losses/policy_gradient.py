@@ -1,4 +1,5 @@
-"""Pieces shared by the clipped policy-gradient losses (``grpo-rank``, ``grpo``, ``ppo``).
+"""Pieces shared by the clipped policy-gradient losses (``grpo-rank``, ``grpo``, ``gopo``,
+``corpo``, ``ppo``).
 
 Shapes: ``N = B*G`` rollouts, ``L`` response tokens. ``logprobs``, ``old_logprobs``,
 ``ref_logprobs`` and ``mask`` are ``[N, L]``; ``mask`` (bool or float) is 1 on response
@@ -118,6 +119,26 @@ def clipped_policy_loss(
             f"entropy_coef={entropy_coef} needs per-token entropies in batch.tensors['entropies']"
         )
     return loss, {"loss": float(loss.detach()), **metrics}
+
+
+#: What every sequence-advantage loss reads from the batch at its default options.
+SEQUENCE_LOSS_NEEDS: frozenset[str] = frozenset({"logprobs", "old_logprobs", "ref_logprobs", "mask"})
+
+
+def sequence_loss_needs(clip_eps: float, kl_coef: float, entropy_coef: float) -> frozenset[str]:
+    """Check the options shared by the sequence-advantage losses and return the tensors
+    they need: no ``ref_logprobs`` when ``kl_coef`` is 0, ``entropies`` when
+    ``entropy_coef`` is not."""
+    if clip_eps <= 0:
+        raise ValueError(f"clip_eps must be > 0, got {clip_eps}")
+    if kl_coef < 0:
+        raise ValueError(f"kl_coef must be >= 0, got {kl_coef}")
+    needs = set(SEQUENCE_LOSS_NEEDS)
+    if kl_coef == 0:
+        needs.discard("ref_logprobs")
+    if entropy_coef != 0:
+        needs.add("entropies")
+    return frozenset(needs)
 
 
 def advantage_metrics(advantages: list[float], valid: list[bool], groups_failed: int) -> dict[str, float]:

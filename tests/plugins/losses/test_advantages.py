@@ -157,3 +157,13 @@ def test_pred_vs_oracle_by_hand():
     close(pred_vs_oracle_advantages(rk([0, 1]), [-5.0, -1.0]), [-0.47702, 0.47702], 1e-5)
     with pytest.raises(ValueError):
         pred_vs_oracle_advantages(rk([0, 1]), [0.0, 1.0], gain="linear")
+
+
+def test_dcg_discount_parameters():
+    from rlaif.plugins.losses.advantages import dcg_gain
+
+    assert dcg_gain(0, base=10.0, offset=10.0) == pytest.approx(1.0)  # 1 / log10(10)
+    assert dcg_gain(3, "dcg_secondary", base=3.0, offset=6.0) == pytest.approx(1 / (4 * 2.0))  # log3(9) = 2
+    assert dcg_gain(2, offset=2.0) == dcg_gain(2) == 0.5
+    with pytest.raises(ValueError):
+        dcg_gain(0, offset=0.5)  # log(0.5) < 0: not a discount

@@ -213,3 +213,94 @@ def test_float32_constants_like_the_trainer_builds(build):
     batch.tensors["old_logprobs"] = batch.tensors["old_logprobs"].float()  # pad_rows gives float32 on CPU
     loss, _ = GRPORankLoss()(batch)
     assert loss.item() == pytest.approx(expected.item(), abs=1e-5)
+
+
+def test_dcg_discount_options_by_hand(build):
+    batch = make_batch(build)  # group 0 ranked 2 > 0 > 1, so positions (1, 2, 0)
+    default = GRPORankLoss().advantages(batch)
+    assert GRPORankLoss(dcg_base=2.0, dcg_offset=2.0).advantages(batch) == default  # bit for bit
+    # offset 3: gains 1/log2(3), 1/log2(4), 1/log2(5) = .6309, .5, .4307 for ranks 0, 1, 2
+    adv = GRPORankLoss(dcg_offset=3.0).advantages(batch)
+    assert adv[:3] == pytest.approx([-0.0205354, -0.0898589, 0.1103943], abs=1e-6)
+    # base e only rescales: 1/ln(2 + r) = (1/log2(2 + r)) / ln 2
+    adv = GRPORankLoss(dcg_base=math.e).advantages(batch)
+    assert adv == pytest.approx([a / math.log(2) for a in default])
+    assert adv[:3] == pytest.approx([-0.1145214, -0.3034131, 0.4179344], abs=1e-6)
+    secondary = GRPORankLoss(gain="dcg_secondary", dcg_offset=3.0).advantages(batch)
+    g = [1 / math.log2(3), 1 / (2 * math.log2(4)), 1 / (3 * math.log2(5))]  # ranks 0, 1, 2
+    mean = sum(g) / 3
+    assert secondary[:3] == pytest.approx([g[1] - mean, g[2] - mean, g[0] - mean])
+
+
+@pytest.mark.parametrize("options", [{"dcg_base": 1.0}, {"dcg_offset": 1.0}, {"dcg_base": 0.5},
+                                     {"gain": "linear", "dcg_offset": 3.0}])
+def test_dcg_discount_options_are_checked(options):
+    with pytest.raises(ValueError):
+        GRPORankLoss(**options)
+
+
+def test_rank_penalty_is_off_by_default(build):
+    loss_fn = GRPORankLoss()
+    assert loss_fn.rank_penalty == 0.0
+    _, metrics = loss_fn(make_batch(build))
+    assert "rank_mismatch" not in metrics
+
+
+def test_rank_penalty_by_hand(build):
+    batch = make_batch(build)
+    # length-normalised sampling log-probs: row 0 (-.5 -.6 -.7) -> -0.6, row 1 (-.8 -.9; the
+    # third token is padding) -> -0.85, row 2 -> -1.2: the policy ranks 0 > 1 > 2. (Summed
+    # log-probs would rank 1 first: -1.7 > -1.8.) The oracle ranks 2 > 0 > 1, positions
+    # (1, 2, 0). p = |r_hat - r| / 2 = (0.5, 0.5, 1.0), mean 2/3.
+    with pytest.warns(ExperimentalWarning):
+        loss_fn = GRPORankLoss(rank_penalty=0.3)
+    assert loss_fn.rank_mismatches(batch) == pytest.approx([0.5, 0.5, 1.0, 0.0, 0.0])
+    base = rank_advantages([1, 2, 0])
+    penalty = [0.3 * (p - 2 / 3) for p in (0.5, 0.5, 1.0)]  # -0.05, -0.05, +0.1
+    expected = [a - q for a, q in zip(base, penalty, strict=True)] + [0.0, 0.0]
+    adv = loss_fn.advantages(batch)
+    assert adv == pytest.approx(expected)
+    assert adv[:3] == pytest.approx([-0.0293802, -0.1603099, 0.1896901], abs=1e-6)
+    assert sum(adv[:3]) == pytest.approx(0.0, abs=1e-12)  # still zero-sum
+    loss, metrics = loss_fn(batch)
+    assert metrics["rank_mismatch"] == pytest.approx(2 / 3)  # ranked rows only
+    t = batch.tensors
+    ref_loss, _ = grpo_rank_loss(
+        t["logprobs"], t["old_logprobs"], t["ref_logprobs"], t["mask"],
+        torch.tensor(expected, dtype=torch.float64),
+        valid=torch.tensor([True, True, True, False, False]),
+    )
+    assert loss.item() == pytest.approx(ref_loss.item(), abs=1e-12)
+    with pytest.warns(ExperimentalWarning):
+        normalized = GRPORankLoss(rank_penalty=0.3, normalize_std=True).advantages(batch)
+    assert normalized[:3] == pytest.approx(
+        [a - q for a, q in zip(rank_advantages([1, 2, 0], normalize_std=True), penalty, strict=True)]
+    )
+
+
+def test_rank_penalty_zero_when_the_policy_agrees_and_ties_share_positions():
+    from rlaif.plugins.losses.advantages import rank_mismatch
+
+    assert rank_mismatch([1, 2, 0], [-1.0, -2.0, -0.5]) == [0.0, 0.0, 0.0]
+    # policy ties 0 and 1 (positions 0.5, 0.5) while the oracle says 0 > 1 > 2
+    assert rank_mismatch([0, 1, 2], [-1.0, -1.0, -3.0]) == pytest.approx([0.25, 0.25, 0.0])
+    assert rank_mismatch([0], [-1.0]) == [0.0]
+    with pytest.raises(ValueError):
+        rank_mismatch([0, 1], [-1.0])
+
+
+def test_rank_penalty_gradcheck_and_checks(build):
+    batch = make_batch(build, shift=0.03)
+    with pytest.warns(ExperimentalWarning):
+        loss_fn = GRPORankLoss(rank_penalty=0.5)
+
+    def f(lp):
+        batch.tensors["logprobs"] = lp
+        return loss_fn(batch)[0]
+
+    assert torch.autograd.gradcheck(f, (batch.tensors["logprobs"].clone().requires_grad_(),))
+    with pytest.raises(ValueError):
+        GRPORankLoss(rank_penalty=-0.1)
+    with pytest.raises(ValueError), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        GRPORankLoss(rank_penalty=0.1, mode="pred_vs_oracle")
