@@ -51,7 +51,10 @@ def sft_command(
 @handle_errors
 def eval_command(
     policy: Optional[Path] = typer.Option(None, "--policy", help="Policy dir (default: the default SFT policy)."),
-    benchmark: str = typer.Option("video-world", "--benchmark"),
+    benchmark: Optional[str] = typer.Option(None, "--benchmark", help="Default: --config's [benchmark], else "
+                                            "video-world."),
+    config: Optional[Path] = typer.Option(None, "--config", help="Run TOML whose [benchmark] and [policy] "
+                                          "tables (name and options) are evaluated; [run] gives the defaults."),
     split: str = typer.Option("test", "--split"),
     limit: Optional[int] = typer.Option(None, "--limit", help="Evaluate a seeded subset of this many items."),
     seed: int = typer.Option(0, "--seed"),
@@ -67,40 +70,77 @@ def eval_command(
     compare: Optional[tuple[Path, Path]] = typer.Option(
         None, "--compare", help="Compare two evaluations item by item instead (runs, --out dirs or .jsonl files)."),
     metric: str = typer.Option("correct", "--metric", help="With --compare: correct (as acc/all) or score."),
+    scorer: str = typer.Option("auto", "--scorer", help="auto: exact match, and the judge for free-text "
+                               "(needs_judge) items | judge: the judge for every item | exact: no judge."),
+    judge: Optional[str] = typer.Option(None, "--judge", help="Judge for free-text answers: smollm2 | a local "
+                                        "dir or hub id | openai (with --judge-url)."),
+    judge_url: Optional[str] = typer.Option(None, "--judge-url", help="An OpenAI-compatible base URL "
+                                            "(http://127.0.0.1:8000/v1) serving the judge."),
+    judge_model: str = typer.Option("default", "--judge-model", help="The model name sent to --judge-url."),
+    api_key_env: str = typer.Option("OPENAI_API_KEY", "--api-key-env", help="The environment variable "
+                                    "holding the judge endpoint's API key."),
+    judge_temperature: float = typer.Option(0.0, "--judge-temperature", help="The judge's sampling "
+                                            "temperature (0: greedy)."),
+    rescore: int = typer.Option(0, "--rescore", help="Ask the judge N more times and report how much the "
+                                "judge metrics move (mean, std, min-max across draws)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
 ) -> None:
-    """Accuracy per question type, pass@k / majority@k, long-answer score and baselines
-    on a held-out split; or, with --compare A B, B's paired gain over A."""
+    """Accuracy per question type, pass@k / majority@k, long-answer score, judge-scored
+    free-text answers and baselines on a held-out split; or, with --compare A B, B's
+    paired gain over A."""
     if compare is not None:
         compare_evaluations(*compare, metric=metric, as_json=as_json)
         return
-    from rlaif.core.config import RunSettings
+    from rlaif.core.config import RunSettings, load_config
     from rlaif.core.errors import UsageError
+    from rlaif.core.protocols import KINDS
     from rlaif.core.registry import load_plugins
     from rlaif.train.evaluate import baseline_metrics, evaluate_items, write_items
+    from rlaif.train.judge_eval import SCORERS, build_answer_judge, opened
     from rlaif.train.sft import default_sft_dir, run_sft
 
+    if scorer not in SCORERS:
+        raise UsageError(f"--scorer {scorer!r}: choose one of {', '.join(SCORERS)}")
+    if scorer == "judge" and judge is None and judge_url is None:
+        raise UsageError("--scorer judge needs a judge: --judge-url URL or --judge MODEL")
     registry = load_plugins()
-    bench = registry.build("benchmark", benchmark, {})
-    if policy is None:
-        policy = default_sft_dir(bench, seed=seed)
-        run_sft(policy, benchmark=bench, seed=seed, progress=not as_json)
-    elif not policy.exists():
-        raise UsageError(f"--policy {policy}: no such directory; run `rlaif sft` or pass a saved policy dir")
-    model = registry.build("policy", "tiny-video-lm", {"path": str(policy), "new_adapter": False},
-                           benchmark=bench, seed=seed)
-    defaults = RunSettings()
-    evaluation = evaluate_items(model, bench, split=split, limit=limit, seed=seed,
-                                k=defaults.group_size if k is None else k, samples=samples,
-                                temperature=defaults.temperature if temperature is None else temperature)
-    results = {"policy": evaluation.metrics}
+    cfg = None if config is None else load_config(config, None, {kind: registry.names(kind) for kind in KINDS})
+    benchmark = benchmark or (cfg.choice("benchmark").name if cfg is not None else "video-world")
+    bench_options = cfg.choice("benchmark").options if cfg is not None and cfg.choice("benchmark").name == benchmark \
+        else {}
+    bench = registry.build("benchmark", benchmark, dict(bench_options))
+    chosen = cfg.choice("policy") if cfg is not None else None
+    if chosen is not None and (chosen.name != "tiny-video-lm" or "path" in chosen.options):
+        options = dict(chosen.options) if policy is None else {**chosen.options, "path": str(policy)}
+        model = registry.build("policy", chosen.name, options, benchmark=bench, seed=seed)
+    else:
+        if policy is None:
+            policy = default_sft_dir(bench, seed=seed)
+            run_sft(policy, benchmark=bench, seed=seed, progress=not as_json)
+        elif not policy.exists():
+            raise UsageError(f"--policy {policy}: no such directory; run `rlaif sft` or pass a saved policy dir")
+        model = registry.build("policy", "tiny-video-lm", {"path": str(policy), "new_adapter": False},
+                               benchmark=bench, seed=seed)
+    defaults = cfg.run if cfg is not None else RunSettings()
+    answer_judge = None
+    if judge is not None or judge_url is not None:
+        answer_judge = build_answer_judge(judge, judge_url, judge_model, api_key_env, temperature=judge_temperature)
+    with opened(answer_judge):
+        evaluation = evaluate_items(model, bench, split=split, limit=limit, seed=seed,
+                                    k=defaults.group_size if k is None else k, samples=samples,
+                                    temperature=defaults.temperature if temperature is None else temperature,
+                                    judge=answer_judge, scorer=scorer, rescore=rescore)
+    results: dict[str, dict[str, float]] = {"policy": evaluation.metrics}
     if baselines:
         results.update(baseline_metrics(bench, split))
+    report: dict[str, object] = dict(results)
+    if evaluation.judge_spread:
+        report["rescore"] = evaluation.judge_spread
     if out is not None:
         write_items(out / "items.jsonl", evaluation.items)
-        (out / "metrics.json").write_text(json.dumps(results, sort_keys=True, indent=1))
+        (out / "metrics.json").write_text(json.dumps(report, sort_keys=True, indent=1))
     if as_json:
-        print(json.dumps(results, sort_keys=True))
+        print(json.dumps(report, sort_keys=True))
         return
     from rich.table import Table
 
@@ -113,6 +153,26 @@ def eval_command(
     for key in keys:
         table.add_row(key, *(f"{m[key]:.3f}" if key in m else "-" for m in results.values()))
     console.print(table)
+    print_judge_counts(evaluation.metrics, evaluation.judge_spread)
+
+
+def print_judge_counts(metrics: dict[str, float], spread: dict[str, dict[str, float]]) -> None:
+    """The judge's counts under the table, and with --rescore the spread of its metrics."""
+    counts = {name: int(metrics.get(f"n/{name}", 0)) for name in ("judged", "judge_failed", "unscored")}
+    if any(counts.values()):
+        line = f"judged {counts['judged']} items, judge_failed {counts['judge_failed']}"
+        if counts["unscored"]:
+            line += f", unscored {counts['unscored']} (free-text answers: give --judge-url URL or --judge MODEL)"
+        console.print(line)
+    if spread:
+        from rich.table import Table
+
+        table = Table(title=f"judge metrics over {int(max(s['draws'] for s in spread.values()))} draws")
+        for name in ("metric", "mean", "std", "min", "max"):
+            table.add_column(name, justify="left" if name == "metric" else "right")
+        for key, s in spread.items():
+            table.add_row(key, f"{s['mean']:.3f}", f"{s['std']:.3f}", f"{s['min']:.3f}", f"{s['max']:.3f}")
+        console.print(table)
 
 
 def compare_evaluations(a: Path, b: Path, *, metric: str, as_json: bool) -> None:

@@ -56,12 +56,14 @@ class PairedDifference:
 def compare_items(a: Sequence[ItemResult], b: Sequence[ItemResult], *, metric: str = "correct",
                   n: int = 10000, seed: int = 0) -> list[PairedDifference]:
     """Pair items by ``prompt_id``; one row over all paired items (``all``), then one per
-    question type. Items only one side has are left out (the caller can report how
-    many); no overlap at all is a :class:`UsageError`."""
+    question type. Items only one side has, or that one side could not score (a free-text
+    answer no judge scored), are left out (the caller can report how many); no overlap
+    at all is a :class:`UsageError`."""
     if metric not in METRICS:
         raise UsageError(f"--metric {metric!r}: choose one of {', '.join(METRICS)}")
     by_id = {item.prompt_id: item for item in b}
-    pairs = [(item, by_id[item.prompt_id]) for item in a if item.prompt_id in by_id]
+    pairs = [(item, by_id[item.prompt_id]) for item in a
+             if item.prompt_id in by_id and item.scored and by_id[item.prompt_id].scored]
     if not pairs:
         raise UsageError("the two evaluations share no items (no common prompt_id); "
                          "evaluate both on the same split and items")

@@ -15,6 +15,10 @@ Every evaluation keeps its per-item results (:class:`ItemResult`), so two polici
 compared item by item (:mod:`rlaif.train.compare`). They are JSON lines in files beside
 the run's store, not in LMDB: ``RUN_DIR/eval/step-NNNNNN.jsonl`` for the evaluations
 inside ``rlaif run`` / ``rlaif replay`` and ``DIR/items.jsonl`` for ``rlaif eval --out DIR``.
+
+Free-text answers that exact match cannot score (``needs_judge`` items) go to a judge LLM
+when one is given (:mod:`rlaif.train.judge_eval`, Video-ChatGPT's protocol); without one
+they are counted as unscored (``n/unscored``) and marked so in the per-item file.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from typing import Any
 
 from rlaif.core.errors import UsageError
 from rlaif.core.records import Prompt
+from rlaif.train.judge_eval import AnswerJudge, judge_answers, needs_judge, routed_to_judge, second_phrasing
 
 #: Question types whose answers are descriptions rather than a few words.
 LONG_QTYPES: frozenset[str] = frozenset({"describe", "caption"})
@@ -53,8 +58,8 @@ def greedy_answers(policy: Any, prompts: Sequence[Prompt], *, batch_size: int = 
                    long_max_new_tokens: int = 96) -> list[str]:
     """One greedy answer per prompt, batched, long-answer types with a larger budget."""
     answers: list[str] = [""] * len(prompts)
-    short = [i for i, p in enumerate(prompts) if p.qtype not in LONG_QTYPES]
-    long = [i for i, p in enumerate(prompts) if p.qtype in LONG_QTYPES]
+    short = [i for i, p in enumerate(prompts) if not _is_long(p)]
+    long = [i for i, p in enumerate(prompts) if _is_long(p)]
     for indices, budget in ((short, max_new_tokens), (long, long_max_new_tokens)):
         for start in range(0, len(indices), batch_size):
             chunk = indices[start : start + batch_size]
@@ -62,6 +67,12 @@ def greedy_answers(policy: Any, prompts: Sequence[Prompt], *, batch_size: int = 
             for i, group in zip(chunk, groups, strict=False):
                 answers[i] = group[0].text
     return answers
+
+
+def _is_long(prompt: Prompt) -> bool:
+    """A description rather than a few words: a long question type, or an answer the
+    benchmark leaves to a judge."""
+    return prompt.qtype in LONG_QTYPES or bool(prompt.meta.get("needs_judge"))
 
 
 @dataclass(frozen=True)
@@ -72,7 +83,13 @@ class ItemResult:
     in ``acc/all`` (for video-world a describe answer passes at 3/5, so the two differ).
     When sampling metrics were measured on the item, ``samples`` are the sampled answers,
     ``samples_correct`` how many scored 1 and ``majority_correct`` whether the most
-    frequent of the first k did (:func:`majority_answer`)."""
+    frequent of the first k did (:func:`majority_answer`).
+
+    An item exact match cannot score (``needs_judge``) takes ``score`` (judge score / 5)
+    and ``correct`` (verdict yes; for VCGBench criteria, a mean score of 3 or more) from
+    the judge; ``scored`` is false when no judge scored it (none given, or
+    ``judge_failed``). ``judge`` is the judge's record of any judged item: status,
+    verdict, score and each criterion's raw reply (:meth:`JudgeReport.item_record`)."""
 
     prompt_id: str
     qtype: str
@@ -82,10 +99,13 @@ class ItemResult:
     samples: tuple[str, ...] = ()
     samples_correct: int | None = None
     majority_correct: bool | None = None
+    scored: bool = True
+    judge: dict[str, Any] | None = None
 
 
 #: Schema of one line of a per-item results file; a reader refuses a newer major version.
-ITEM_SCHEMA = "eval-item/1"
+#: 2 added ``scored`` and ``judge``.
+ITEM_SCHEMA = "eval-item/2"
 
 
 @dataclass
@@ -94,39 +114,69 @@ class Evaluation:
 
     metrics: dict[str, float]
     items: list[ItemResult] = field(default_factory=list)
+    #: With ``rescore``: each judge metric's mean, std, min and max across the draws.
+    judge_spread: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 def evaluate_items(policy: Any, benchmark: Any, split: str = "test", limit: int | None = None,
                    batch_size: int = 64, max_new_tokens: int = 24, long_max_new_tokens: int = 96,
                    seed: int = 0, k: int = 0, samples: int | None = None,
-                   temperature: float = 1.0) -> Evaluation:
+                   temperature: float = 1.0, judge: AnswerJudge | None = None, scorer: str = "auto",
+                   rescore: int = 0) -> Evaluation:
     """Greedy answers on ``split`` (all items, or a seeded subset of ``limit``) scored by
     ``benchmark.score``, with every item's result. With ``k > 0`` it also samples
     ``samples`` (default ``k``) answers per short-answer item at ``temperature`` (torch
     seeded by ``seed`` inside, the caller's RNG untouched) and adds ``pass@1/...``,
-    ``pass@k/...`` and ``maj@k/...`` (:func:`sampling_metrics`)."""
+    ``pass@k/...`` and ``maj@k/...`` (:func:`sampling_metrics`).
+
+    With a ``judge``, the items ``scorer`` routes to it (``auto``: those that need one)
+    are judged (:func:`judge_eval.judge_answers`; consistency items get the policy's
+    answer to their second phrasing too), adding ``judge/...``, ``vcg/...`` and
+    ``n/judged`` / ``n/judge_failed``; ``rescore`` more draws give
+    :attr:`Evaluation.judge_spread`. Items needing a judge that none scored are counted
+    in ``n/unscored``."""
     import torch
 
     prompts = eval_prompts(benchmark, split, limit, seed)
+    routed = routed_to_judge(benchmark, prompts, scorer) if judge is not None else [False] * len(prompts)
+    if rescore and judge is None:
+        raise UsageError("--rescore asks the judge again: give a judge (--judge-url URL or --judge MODEL)")
+    seconds = {i: q for i, p in enumerate(prompts) if routed[i] and (q := second_phrasing(p)) is not None}
     with torch.no_grad():
-        answers = greedy_answers(policy, prompts, batch_size=batch_size, max_new_tokens=max_new_tokens,
-                                 long_max_new_tokens=long_max_new_tokens)
+        answers = greedy_answers(policy, [*prompts, *seconds.values()], batch_size=batch_size,
+                                 max_new_tokens=max_new_tokens, long_max_new_tokens=long_max_new_tokens)
+    second_answers = dict(zip(seconds, answers[len(prompts):], strict=True))
+    answers = answers[: len(prompts)]
     metrics = {key: float(v) for key, v in benchmark.score(prompts, answers).items()}
+    judged: dict[int, dict[str, Any]] = {}
+    spread: dict[str, dict[str, float]] = {}
+    if judge is not None and any(routed):
+        index = [i for i, r in enumerate(routed) if r]
+        report = judge_answers(judge, [prompts[i] for i in index], [answers[i] for i in index],
+                               {j: second_answers[i] for j, i in enumerate(index) if i in second_answers},
+                               rescore=rescore)
+        metrics.update(report.metrics)
+        spread = report.spread
+        judged = {i: record for j, i in enumerate(index)
+                  if (record := report.item_record(j, second_answers.get(i))) is not None}
+    unscored = sum(needs_judge(benchmark, p) and i not in judged for i, p in enumerate(prompts))
+    if unscored:
+        metrics["n/unscored"] = float(unscored)
     sampled: dict[int, list[str]] = {}
     if k > 0:
         if (samples or k) < k:
             raise UsageError(f"pass@{k} needs at least {k} samples per item, got {samples}")
-        short = [i for i, p in enumerate(prompts) if p.qtype not in LONG_QTYPES]
+        short = [i for i, p in enumerate(prompts) if not _is_long(p) and not needs_judge(benchmark, p)]
         with torch.no_grad(), torch.random.fork_rng():
             torch.manual_seed(seed)
             texts = sampled_answers(policy, [prompts[i] for i in short], samples or k,
                                     temperature=temperature, batch_size=batch_size, max_new_tokens=max_new_tokens)
         sampled = dict(zip(short, texts, strict=True))
-    items = [_item_result(benchmark, prompt, answer, sampled.get(i), k) for i, (prompt, answer)
+    items = [_item_result(benchmark, prompt, answer, sampled.get(i), k, judged.get(i)) for i, (prompt, answer)
              in enumerate(zip(prompts, answers, strict=True))]
     if k > 0:
         metrics.update(sampling_metrics(items, k))
-    return Evaluation(metrics, items)
+    return Evaluation(metrics, items, spread)
 
 
 def evaluate_policy(policy: Any, benchmark: Any, split: str = "test", limit: int | None = None,
@@ -140,22 +190,32 @@ def evaluate_policy(policy: Any, benchmark: Any, split: str = "test", limit: int
 
 
 def _item_result(benchmark: Any, prompt: Prompt, answer: str, samples: list[str] | None,
-                 k: int) -> ItemResult:
+                 k: int, judged: dict[str, Any] | None = None) -> ItemResult:
     """``correct`` is the item's ``acc/all`` scored alone, so it agrees with the metrics
     table by construction; a benchmark whose table has no ``acc/all`` falls back to a
     full :func:`item_score`. A sample is right when it scores 1; the majority groups
     answers by the benchmark's ``normalize_answer`` when it has one (else
-    :func:`plain_normalize`)."""
+    :func:`plain_normalize`). An item that needs a judge is scored by ``judged`` (its
+    judge record), or left unscored."""
+    if needs_judge(benchmark, prompt):
+        ok = judged is not None and judged["status"] == "ok"
+        if not ok:
+            return ItemResult(prompt.prompt_id, prompt.qtype, answer, 0.0, False, scored=False,
+                              judge=judged or {"status": "unscored"})
+        assert judged is not None
+        score = float(judged["score"]) / 5.0
+        correct = judged["verdict"] == "yes" if judged["verdict"] is not None else score >= 0.6
+        return ItemResult(prompt.prompt_id, prompt.qtype, answer, score, correct, judge=judged)
     score = item_score(benchmark, prompt, answer)
     alone = benchmark.score([prompt], [answer]).get("acc/all")
     correct = bool(score >= 1.0 if alone is None else alone >= 1.0)
     if samples is None:
-        return ItemResult(prompt.prompt_id, prompt.qtype, answer, score, correct)
+        return ItemResult(prompt.prompt_id, prompt.qtype, answer, score, correct, judge=judged)
     normalize = getattr(benchmark, "normalize_answer", None) or plain_normalize
     hits = sum(_is_right(benchmark, prompt, text) for text in samples)
     vote = majority_answer(samples[:k], normalize)
     return ItemResult(prompt.prompt_id, prompt.qtype, answer, score, correct, tuple(samples), hits,
-                      _is_right(benchmark, prompt, vote))
+                      _is_right(benchmark, prompt, vote), judge=judged)
 
 
 # --------------------------------------------------------------------------- sampling metrics
@@ -256,7 +316,7 @@ def read_items(path: str | os.PathLike[str]) -> list[ItemResult]:
             continue
         data = json.loads(line)
         schema = str(data.pop("schema", ITEM_SCHEMA))
-        if not schema.startswith("eval-item/") or int(schema.partition("/")[2]) > 1:
+        if not schema.startswith("eval-item/") or int(schema.partition("/")[2]) > 2:
             raise UsageError(f"{file}:{number}: per-item schema {schema!r}; this rlaif reads {ITEM_SCHEMA!r}")
         data["samples"] = tuple(data.get("samples", ()))
         items.append(ItemResult(**data))

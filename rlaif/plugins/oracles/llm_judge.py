@@ -250,6 +250,11 @@ class LLMJudgeOracle:
         self.last_agreement: float | None = None
         self.last_agreements: list[float | None] = []
 
+    @property
+    def endpoint(self) -> str | None:
+        """The URL the judge is asked at (endpoint backends), for error messages."""
+        return getattr(self.backend, "endpoint", None)
+
     def __repr__(self) -> str:
         return (f"LLMJudgeOracle(backend={self.backend!r}, mode={self.mode!r}, pairwise={self.pairwise}, "
                 f"permutations={self.permutations}, context={self.context!r})")
@@ -556,6 +561,7 @@ def build_llm_judge(
     n_clips: int = 3,
     template: str | None = None,
     timeout: float = 30.0,
+    step_timeout: float = 60.0,
     retries: int = 2,
     concurrency: int = 4,
     on_failure: str = "skip",
@@ -595,6 +601,8 @@ def build_llm_judge(
         {labels}`` and optionally ``{instruction}``.
     :param timeout, retries, concurrency: per-request seconds, retries on timeouts /
         5xx / connection errors, parallel requests (endpoint judges only).
+    :param step_timeout: seconds one step's judging may take in all, retries and backoff
+        included (endpoint judges only); requests unanswered by then fail.
     :param on_failure: ``skip`` (failed ranking, empty order) or ``tie`` (all tied, still
         marked failed: losses leave it out either way).
     :param seed: seeds the permutations.
@@ -611,7 +619,8 @@ def build_llm_judge(
             else:
                 request_cache = JsonlRequestCache(cache_root() / "judges" / "requests.jsonl")
         backend: Any = OpenAIChatBackend(judge_url, model, api_key_env=api_key_env, timeout=timeout,
-                                         retries=retries, concurrency=concurrency, cache=request_cache)
+                                         step_timeout=step_timeout, retries=retries, concurrency=concurrency,
+                                         cache=request_cache)
     elif judge == "world":
         from rlaif.plugins.oracles.world_judge import WorldJudgeBackend, cached_world_judge
 

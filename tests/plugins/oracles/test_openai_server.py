@@ -77,6 +77,36 @@ def test_timeouts_fail_after_retries_in_bounded_time(judge_server: Any, group_of
     assert elapsed < 2.0  # 2 x 0.3 s + backoff, never the server's 3 s
 
 
+def test_step_timeout_bounds_a_whole_call_retries_included(judge_server: Any, group_of: Any) -> None:
+    """Six attempts of 2 s each would take 12 s per request; the call's deadline ends
+    every request, those waiting in the queue included, after about a second."""
+    judge_server.slow_seconds = 5.0
+    oracle = build_llm_judge(judge_url=judge_server.url + "/slow/v1", mode="generate", context="none",
+                             timeout=2.0, retries=5, step_timeout=1.0, concurrency=2, cache=False)
+    started = time.perf_counter()
+    rankings = oracle.rank([group_of(b, ["a", "b"]) for b in range(4)])
+    elapsed = time.perf_counter() - started
+    assert all(r.failure and "step_timeout (1 s)" in r.failure for r in rankings), [r.failure for r in rankings]
+    assert judge_server.requests("/slow") <= 2  # the queued requests were never sent
+    assert elapsed < 4.0
+
+
+def test_ctrl_c_during_a_call_is_not_held_up_by_requests_in_flight(judge_server: Any, group_of: Any) -> None:
+    import os
+    import signal
+    import threading
+
+    judge_server.slow_seconds = 20.0
+    oracle = build_llm_judge(judge_url=judge_server.url + "/slow/v1", mode="generate", context="none",
+                             timeout=15.0, retries=0, cache=False)
+    timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT))
+    started = time.perf_counter()
+    timer.start()
+    with pytest.raises(KeyboardInterrupt):
+        oracle.rank([group_of(0, ["a", "b"])])
+    assert time.perf_counter() - started < 5.0  # not the 15 s the request in flight may still take
+
+
 @pytest.mark.parametrize(("prefix", "why"), [("/bad", "malformed response"), ("/nochoices", "malformed response")])
 def test_malformed_replies_are_recorded_failures(judge_server: Any, group_of: Any, prefix: str, why: str) -> None:
     oracle = build_llm_judge(judge_url=judge_server.url + prefix + "/v1", mode="generate", context="none",
