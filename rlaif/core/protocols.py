@@ -74,6 +74,22 @@ class Policy(Protocol):
 
 
 @runtime_checkable
+class CachesVisualFeatures(Protocol):
+    """Optional capability of a policy whose frozen vision tower encodes each video once
+    and reuses the embeddings across a group's candidates and the update's passes
+    (``hf-vlm``). A loop may clear the cache at each step's start (to hold one step's
+    videos) and log its size as a metric."""
+
+    def feature_cache_bytes(self) -> int:
+        """Bytes the cached embeddings hold (on the policy's device)."""
+        ...
+
+    def clear_feature_cache(self) -> None:
+        """Drop every cached embedding."""
+        ...
+
+
+@runtime_checkable
 class ValueModel(Protocol):
     """Optional capability of a policy: PPO's critic, a model beside the actor, as in
     VLM-RLAIF (a value model initialised from the reward model, not a head on the

@@ -20,6 +20,21 @@ at the sampling temperature T, ``log_softmax(logits / T)``, without top-p (the r
 the ``Policy`` protocol), so they equal ``forward_responses(..., temperature=T)`` at the
 same weights and serve directly as ``old_logprobs`` in a clipped objective. The model is
 kept in eval mode (no dropout) for the same reason.
+
+The vision tower is frozen (LoRA goes into the language model only), so what it makes of
+a video -- the merged visual embeddings the language model reads in place of the
+placeholder tokens -- is a function of the frames alone. Each video is encoded once and
+kept (:class:`VisualFeatureCache`, bounded in entries and bytes); every row that shows
+it, the G candidates of a group in ``generate`` and every log-prob pass of the update
+(reference, old, new, values), gets those embeddings through transformers'
+``mm_encoder_outputs`` instead of pixels. The reuse switches itself off when anything in
+the tower can change (a trainable or LoRA-adapted weight) or the installed transformers
+has no ``mm_encoder_outputs``.
+
+``quantization="4bit"`` is QLoRA: the language model's linear layers are loaded in 4-bit
+NF4 through bitsandbytes (compute in bf16; the vision tower and the output head stay
+unquantised), prepared with peft's ``prepare_model_for_kbit_training``, and the LoRA
+adapter trains on top. It needs CUDA.
 """
 
 from __future__ import annotations
@@ -31,9 +46,10 @@ import os
 import re
 import warnings
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -151,6 +167,12 @@ class _VideoLayout:
     #: expanded placeholder run.
     marker = "<video>"
     uses_mrope = False
+    #: The model's ``get_<modality>_features`` encodes this family's frames; it reads
+    #: ``encoder_keys`` of a collated batch, and ``pixel_keys`` are what precomputed
+    #: features replace (the rest, e.g. Qwen's grid sizes, still go to the forward).
+    modality = "video"
+    encoder_keys: tuple[str, ...] = ("pixel_values_videos",)
+    pixel_keys: tuple[str, ...] = ("pixel_values_videos",)
 
     def __init__(self, config: Any, tokenizer: Any, settings: dict[str, Any]) -> None:
         self.config = config
@@ -167,6 +189,22 @@ class _VideoLayout:
     def token_inputs(self, input_ids: torch.Tensor) -> dict[str, torch.Tensor]:
         """Extra per-token inputs the forward needs (e.g. Qwen's ``mm_token_type_ids``)."""
         return {}
+
+    def encode_visual(self, model: Any, tensors: dict[str, torch.Tensor]) -> torch.Tensor:
+        """One video's embeddings as the language model reads them, ``[N_tokens, H]``: the
+        model's own ``get_<modality>_features`` (tower, merger or projector, pooling),
+        flattened in placeholder order."""
+        batch = self.collate([tensors])
+        pooled = getattr(model, f"get_{self.modality}_features")(
+            **{key: batch[key] for key in self.encoder_keys}, return_dict=True
+        ).pooler_output
+        parts = pooled if isinstance(pooled, (list, tuple)) else [pooled]
+        return torch.cat([p.reshape(-1, p.shape[-1]) for p in parts])
+
+    def pack_features(self, rows: Sequence[torch.Tensor]) -> Any:
+        """Per-row ``[N_i, H]`` embeddings -> the ``pooler_output`` the family's forward
+        consumes (Qwen-VL and SmolVLM concatenate a sequence of per-item tensors)."""
+        return tuple(rows)
 
     def placeholder_token_ids(self) -> set[int]:
         """Tokens that only mark visual input and must never be sampled."""
@@ -206,6 +244,9 @@ class _LlavaOnevisionLayout(_VideoLayout):
         count = x.shape[0] * self.tokens_per_frame + 1
         return VideoInputs({"pixel_values_videos": x}, self.video_token * count)
 
+    def pack_features(self, rows: Sequence[torch.Tensor]) -> Any:
+        return torch.cat(list(rows)).unsqueeze(0)  # [1, sum N_i, H]; the forward flattens dims 0-1
+
 
 class _QwenVLLayout(_VideoLayout):
     """Qwen2-VL / Qwen2.5-VL: frames resized to multiples of ``patch * merge``, padded to a
@@ -216,6 +257,7 @@ class _QwenVLLayout(_VideoLayout):
     family = "qwen_vl"
     marker = "<|video_pad|>"
     uses_mrope = True
+    encoder_keys = ("pixel_values_videos", "video_grid_thw")
 
     def __init__(self, config: Any, tokenizer: Any, settings: dict[str, Any], max_pixels: int | None) -> None:
         super().__init__(config, tokenizer, settings)
@@ -259,10 +301,9 @@ class _QwenVLLayout(_VideoLayout):
         return VideoInputs(tensors, self.video_token * count)
 
     def collate(self, items: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-        out = {
-            "pixel_values_videos": torch.cat([i["pixel_values_videos"] for i in items]),  # [sum t*h*w, D]
-            "video_grid_thw": torch.stack([i["video_grid_thw"] for i in items]),  # [B, 3]
-        }
+        out = {"video_grid_thw": torch.stack([i["video_grid_thw"] for i in items])}  # [B, 3]
+        if "pixel_values_videos" in items[0]:  # absent when precomputed features stand in
+            out["pixel_values_videos"] = torch.cat([i["pixel_values_videos"] for i in items])  # [sum t*h*w, D]
         if self.with_seconds:
             out["second_per_grid_ts"] = torch.stack([i["second_per_grid_ts"] for i in items])  # [B]
         return out
@@ -280,6 +321,8 @@ class _SmolVLMLayout(_VideoLayout):
     (``Frame from mm:ss:<fake><global-img><image>*n<fake>``)."""
 
     family = "smolvlm"
+    modality = "image"
+    encoder_keys = pixel_keys = ("pixel_values",)
 
     def __init__(self, config: Any, tokenizer: Any, settings: dict[str, Any]) -> None:
         super().__init__(config, tokenizer, settings)
@@ -340,11 +383,59 @@ def make_layout(config: Any, tokenizer: Any, settings: dict[str, Any], max_pixel
     )
 
 
+# -- visual features ------------------------------------------------------------------
+class VisualFeatureCache:
+    """Each video's visual embeddings, made once by the frozen tower and reused by every
+    row and pass that shows the video: least recently used first out, bounded in entries
+    and in bytes (an entry larger than the byte bound is used once and not kept)."""
+
+    def __init__(self, max_entries: int, max_bytes: int) -> None:
+        self.max_entries = max_entries
+        self.max_bytes = max_bytes
+        self.nbytes = 0
+        self.computed = 0  # tower calls made through the cache (misses)
+        self._entries: OrderedDict[tuple[Any, ...], torch.Tensor] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, key: tuple[Any, ...], compute: Callable[[], torch.Tensor]) -> torch.Tensor:
+        if key in self._entries:
+            self._entries.move_to_end(key)
+            return self._entries[key]
+        value = compute()
+        self.computed += 1
+        size = value.numel() * value.element_size()
+        if size <= self.max_bytes and self.max_entries > 0:
+            self._entries[key] = value
+            self.nbytes += size
+            while len(self._entries) > self.max_entries or self.nbytes > self.max_bytes:
+                _, old = self._entries.popitem(last=False)
+                self.nbytes -= old.numel() * old.element_size()
+        return value
+
+    def clear(self) -> None:
+        self._entries.clear()
+        self.nbytes = 0
+
+
+def vision_parameters(model: Any) -> list[tuple[str, nn.Parameter]]:
+    """The weights outside the language model and its output head (vision tower,
+    merger or projector, LLaVA's newline embedding): what visual features depend on."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    text = {id(p) for p in base.get_decoder().parameters()}
+    head = base.get_output_embeddings()
+    if head is not None:
+        text |= {id(p) for p in head.parameters()}
+    return [(name, p) for name, p in base.named_parameters() if id(p) not in text]
+
+
 # -- the policy ----------------------------------------------------------------------
 @dataclass
 class _EncodedPrompt:
     ids: list[int]
     video: dict[str, torch.Tensor] | None
+    video_key: tuple[Any, ...] | None = None  # which frames: the visual feature cache's key
 
 
 class HFVideoVLM(PeftPolicyBase):
@@ -364,6 +455,7 @@ class HFVideoVLM(PeftPolicyBase):
         benchmark: Any = None,
         value_head: bool | nn.Linear = False,
         cache_size: int = 64,
+        feature_cache_mb: float = 512.0,
     ) -> None:
         self._init_model(model, tokenizer, value_head)
         self.processor = processor
@@ -375,6 +467,14 @@ class HFVideoVLM(PeftPolicyBase):
         self._cache_size = cache_size
         self._videos: OrderedDict[tuple[Any, ...], VideoInputs] = OrderedDict()
         self._prompts: OrderedDict[tuple[Any, ...], _EncodedPrompt] = OrderedDict()
+        #: Encode each video once and feed its embeddings to every row and pass (see the
+        #: module docstring); ``False`` sends pixels every time, as transformers does.
+        self.reuse_visual_features = feature_cache_mb > 0
+        self._features = VisualFeatureCache(cache_size, int(feature_cache_mb * 2**20))
+        self._vision_params = vision_parameters(model)
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        self._accepts_features = "mm_encoder_outputs" in inspect.signature(base.forward).parameters and hasattr(
+            base, f"get_{layout.modality}_features")
 
     # -- inputs ------------------------------------------------------------------------
     def _frames(self, video: Any, frame_range: Sequence[int] | None) -> Any:
@@ -390,9 +490,13 @@ class HFVideoVLM(PeftPolicyBase):
         stop = max(min(stop, len(frames)), start + 1)
         return frames[np.linspace(start, stop - 1, self.n_frames).round().astype(int)]
 
-    def _video(self, video: Any, frame_range: Sequence[int] | None = None) -> VideoInputs:
+    def _video_key(self, video: Any, frame_range: Sequence[int] | None) -> tuple[Any, ...]:
         clip = tuple(int(c) for c in frame_range) if frame_range is not None else None
-        key = (video.video_id, video.path, self.n_frames, clip)
+        return (video.video_id, video.path, self.n_frames, clip)
+
+    def _video(self, video: Any, frame_range: Sequence[int] | None = None) -> VideoInputs:
+        key = self._video_key(video, frame_range)
+        clip = key[-1]
         if key not in self._videos:
             self._videos[key] = self.layout.video_inputs(self._frames(video, clip), video)
             while len(self._videos) > self._cache_size:
@@ -427,7 +531,7 @@ class HFVideoVLM(PeftPolicyBase):
             video = self._video(prompt.video, clip)
             text = self.render(prompt.question).replace(self.layout.marker, video.placeholder, 1)
             ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
-            self._prompts[key] = _EncodedPrompt(list(ids), video.tensors)
+            self._prompts[key] = _EncodedPrompt(list(ids), video.tensors, self._video_key(prompt.video, clip))
             while len(self._prompts) > self._cache_size:
                 self._prompts.popitem(last=False)
         self._prompts.move_to_end(key)
@@ -453,12 +557,72 @@ class HFVideoVLM(PeftPolicyBase):
         if videos:
             if len(videos) != len(prompts):
                 raise ValueError("a batch must not mix prompts with and without video")
-            kwargs.update(self.layout.collate(videos))
+            if self.reuses_visual_features():
+                from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+                pixels = set(self.layout.pixel_keys)
+                kwargs.update(self.layout.collate([{k: v for k, v in video.items() if k not in pixels}
+                                                   for video in videos]))
+                pooled = self.layout.pack_features(self._row_features(prompts))
+                kwargs["mm_encoder_outputs"] = {self.layout.modality: BaseModelOutputWithPooling(pooler_output=pooled)}
+            else:
+                kwargs.update(self.layout.collate(videos))
         for key, value in kwargs.items():
-            if torch.is_floating_point(value) and key != "second_per_grid_ts":
-                value = value.to(self.dtype)
-            kwargs[key] = value.to(self.device)
+            if isinstance(value, torch.Tensor):
+                kwargs[key] = self._to_model(key, value)
         return kwargs, width, length
+
+    def _to_model(self, key: str, value: torch.Tensor) -> torch.Tensor:
+        if torch.is_floating_point(value) and key != "second_per_grid_ts":
+            value = value.to(self.dtype)
+        return value.to(self.device)
+
+    # -- visual features ---------------------------------------------------------------
+    def reuses_visual_features(self) -> bool:
+        """Whether rows get cached visual embeddings instead of pixels: asked for, the
+        model accepts them, and nothing in the vision tower can change (no weight there
+        trains and none carries a LoRA adapter, which switching adapters would change)."""
+        return (self.reuse_visual_features and self._accepts_features
+                and not any(p.requires_grad or "lora_" in name for name, p in self._vision_params))
+
+    def _row_features(self, prompts: Sequence[_EncodedPrompt]) -> list[torch.Tensor]:
+        """Each row's visual embeddings ``[N_tokens, H]``, one tower call per distinct
+        video not yet cached. Keyed by the frames and the autocast dtype in force (bf16
+        autocast changes the tower's output)."""
+        device = self.device.type
+        autocast = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else None
+        seen: dict[tuple[Any, ...], torch.Tensor] = {}
+        rows = []
+        for prompt in prompts:
+            video = prompt.video or {}
+            if prompt.video_key is None:  # frames of unknown origin: shared within the batch, never kept
+                key: tuple[Any, ...] = ("unkeyed", id(video))
+                if key not in seen:
+                    seen[key] = self._encode_visual(video)
+            else:
+                key = (prompt.video_key, autocast)
+                if key not in seen:
+                    seen[key] = self._features.get(key, partial(self._encode_visual, video))
+            rows.append(seen[key])
+        return rows
+
+    @torch.no_grad()
+    def _encode_visual(self, video: dict[str, torch.Tensor]) -> torch.Tensor:
+        base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+        return self.layout.encode_visual(base, {k: self._to_model(k, v) for k, v in video.items()})
+
+    def feature_cache_bytes(self) -> int:
+        """Bytes held by the visual feature cache (on the model's device): the memory
+        price of encoding each video once."""
+        return self._features.nbytes
+
+    def clear_feature_cache(self) -> None:
+        """Drop every cached visual embedding (e.g. between steps, to hold one step's)."""
+        self._features.clear()
+
+    def to(self, device: Any) -> Any:
+        self.clear_feature_cache()  # cached embeddings live on the old device
+        return super().to(device)
 
     def policy_logits(self, logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
         """``logits / temperature`` ``[..., V]`` in float32 with the placeholder tokens
@@ -699,6 +863,35 @@ def _load_text_side(path: str) -> tuple[Any, Any]:
     return processor, tokenizer
 
 
+#: Modules QLoRA leaves unquantised: the vision side (small, and it never trains) and the
+#: output head, as in the QLoRA recipe. transformers 5 matches a name from its start (the
+#: ``model.`` forms), 4.x as a substring (the bare forms, its older module paths).
+_VISION_MODULES = ("visual", "vision_tower", "vision_model", "multi_modal_projector", "connector")
+QLORA_SKIP_MODULES = (*_VISION_MODULES, *(f"model.{m}" for m in _VISION_MODULES), "lm_head")
+
+
+def qlora_config(quantization: str | None, device: str) -> Any:
+    """The ``BitsAndBytesConfig`` of ``quantization`` (``None``/"none" or "4bit": NF4 with
+    double quantisation, bf16 compute), or ``None``. Refused where it cannot run."""
+    from rlaif.core.errors import UsageError
+
+    if quantization in (None, "", "none", "no"):
+        return None
+    if quantization != "4bit":
+        raise UsageError(f"hf-vlm quantization must be \"4bit\" or none, got {quantization!r}")
+    if not (device.startswith("cuda") and torch.cuda.is_available()):
+        raise UsageError(f"hf-vlm quantization = \"4bit\" (QLoRA) needs a CUDA GPU; this run is on {device!r}")
+    try:
+        import bitsandbytes  # noqa: F401
+        from transformers import BitsAndBytesConfig
+    except ImportError as err:
+        raise UsageError(f"hf-vlm quantization = \"4bit\" needs bitsandbytes: pip install bitsandbytes ({err})") from err
+    return BitsAndBytesConfig(
+        load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16,
+        bnb_4bit_use_double_quant=True, llm_int8_skip_modules=list(QLORA_SKIP_MODULES),
+    )
+
+
 def _resolve_dtype(dtype: str, device: str) -> torch.dtype:
     if dtype == "auto":
         return torch.bfloat16 if device.startswith("cuda") else torch.float32
@@ -747,6 +940,8 @@ def build_hf_vlm(
     max_frame_pixels: int | None = None,
     gradient_checkpointing: bool = False,
     attn_implementation: str | None = None,
+    feature_cache_mb: float = 512.0,
+    quantization: str | None = None,
 ) -> HFVideoVLM:
     """Load a video VLM (local directory or hub id) and wrap it in a LoRA adapter.
 
@@ -756,19 +951,25 @@ def build_hf_vlm(
     e.g. an SFT adapter) and adds a fresh one; ``new_adapter=False`` keeps training it.
     ``lora_targets`` are module names matched inside the language model only;
     ``value_head`` adds a zero-initialised value head (PPO).
-    ``max_frame_pixels`` caps the per-frame resolution of Qwen-VL models."""
+    ``max_frame_pixels`` caps the per-frame resolution of Qwen-VL models.
+    ``feature_cache_mb`` bounds the cache of visual embeddings (each video encoded once
+    and reused by every candidate and pass; 0 turns the reuse off).
+    ``quantization="4bit"`` loads the language model in 4-bit NF4 (QLoRA; CUDA only)."""
     from transformers import AutoModelForImageTextToText, GenerationConfig
 
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+    quantization_config = qlora_config(quantization, device)
     torch.manual_seed(seed)
     adapter_config = _read_json(path, "adapter_config.json")
     base_path = str(adapter_config.get("base_model_name_or_path") or path) if adapter_config else path
     if not adapter_config and not new_adapter:
         raise ValueError(f"new_adapter=False needs a saved adapter directory, and {path!r} has no adapter_config.json")
 
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
     load_kwargs: dict[str, Any] = {"dtype": _resolve_dtype(dtype, device), "device_map": device}
     if attn_implementation:
         load_kwargs["attn_implementation"] = attn_implementation
+    if quantization_config is not None:
+        load_kwargs["quantization_config"] = quantization_config
     model = AutoModelForImageTextToText.from_pretrained(base_path, **load_kwargs)
     # Sampling settings come from each generate() call only, never from the checkpoint's
     # generation_config.json (Qwen ships top_k=1, temperature=0.1 there).
@@ -777,6 +978,15 @@ def build_hf_vlm(
         bos_token_id=old.bos_token_id, eos_token_id=old.eos_token_id, pad_token_id=old.pad_token_id
     )
     model.requires_grad_(False)
+    if quantization_config is not None:
+        from peft import prepare_model_for_kbit_training
+
+        # Freezes the base, upcasts its unquantised weights (norms, embeddings, vision
+        # tower, head) to float32 for stable LoRA training, and sets up checkpointing.
+        model = prepare_model_for_kbit_training(
+            model, use_gradient_checkpointing=gradient_checkpointing,
+            gradient_checkpointing_kwargs={"use_reentrant": False},
+        )
 
     processor, tokenizer = _load_text_side(path if _has_tokenizer(path) else base_path)
     chat_template = _load_chat_template(path, processor, tokenizer) or _load_chat_template(
@@ -799,6 +1009,7 @@ def build_hf_vlm(
     policy = HFVideoVLM(
         model, tokenizer, layout, processor=processor, chat_template=chat_template,
         n_frames=n_frames, benchmark=benchmark, value_head=saved_head if saved_head is not None else value_head,
+        feature_cache_mb=feature_cache_mb,
     )
     policy.policy_version = int(saved.get("policy_version", 0))
     return policy

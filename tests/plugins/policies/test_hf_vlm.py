@@ -455,3 +455,155 @@ def test_entropies_are_over_the_distribution_the_policy_samples(policy, entropie
     assert policy.suppressed
     support = [v for v in range(vocab) if v not in set(policy.suppressed)]
     entropies_match_the_distribution(policy, prompts()[0], support)
+
+
+# -- visual features computed once ----------------------------------------------------
+@pytest.fixture(scope="module")
+def qwen_dir(tmp_path_factory):  # type: ignore[no-untyped-def]
+    torch.set_num_threads(1)
+    return save_qwen2_5_vl(str(tmp_path_factory.mktemp("qwen2_5_vl")))
+
+
+def build_family(family: str, llava_dir: str, qwen_dir: str, **options):  # type: ignore[no-untyped-def]
+    if family == "qwen":
+        return build_cpu(qwen_dir, lora_r=4, lora_alpha=8, n_frames=4, benchmark=FakeBenchmark(24, 40),
+                         max_frame_pixels=32 * 32, **options)
+    return build_cpu(llava_dir, lora_r=4, lora_alpha=8, n_frames=4, benchmark=FakeBenchmark(), **options)
+
+
+def vision_tower(policy: HFVideoVLM):  # type: ignore[no-untyped-def]
+    inner = policy.model.get_base_model().model
+    return getattr(inner, "visual", None) or inner.vision_tower
+
+
+@pytest.mark.parametrize("family", ["qwen", "llava"])
+def test_reused_visual_features_give_the_same_samples_and_logprobs(family, llava_dir, qwen_dir):  # type: ignore[no-untyped-def]
+    policy = build_family(family, llava_dir, qwen_dir, value_head=True)
+    perturb_lora(policy.model)
+    assert policy.reuses_visual_features()
+    results = {}
+    for reuse in (True, False):
+        policy.reuse_visual_features = reuse
+        policy.clear_feature_cache()
+        torch.manual_seed(0)
+        groups = policy.generate(prompts(), 3, max_new_tokens=5)
+        batch_prompts, rollouts = flatten(groups)
+        out = policy.forward_responses(batch_prompts, rollouts, with_values=True, with_entropies=True)
+        with policy.adapters_disabled():
+            ref, _ = policy.logprobs(batch_prompts, rollouts)
+        results[reuse] = (groups, out, ref)
+    (groups, out, ref), (groups_off, out_off, ref_off) = results[True], results[False]
+    assert [[r.token_ids for r in g] for g in groups] == [[r.token_ids for r in g] for g in groups_off]
+    for a, b in zip((r for g in groups for r in g), (r for g in groups_off for r in g), strict=True):
+        torch.testing.assert_close(torch.tensor(a.logprobs), torch.tensor(b.logprobs), atol=1e-5, rtol=0)
+    for key in ("logprobs", "values", "entropies"):
+        torch.testing.assert_close(out[key].detach(), out_off[key].detach(), atol=1e-5, rtol=0)
+    torch.testing.assert_close(ref, ref_off, atol=1e-5, rtol=0)
+    assert not torch.allclose(out["logprobs"].detach(), ref, atol=1e-4)  # the adapter matters here
+    # Gradients still reach the LoRA weights through the cached embeddings.
+    out["logprobs"].sum().backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in policy.trainable_parameters())
+
+
+@pytest.mark.parametrize("family", ["qwen", "llava"])
+def test_vision_tower_runs_once_per_video_per_step(family, llava_dir, qwen_dir):  # type: ignore[no-untyped-def]
+    """G = 4 candidates of 2 prompts, then the update's passes (old, reference and new
+    log-probs, with grad): the tower sees each video once, not once per row and pass."""
+    policy = build_family(family, llava_dir, qwen_dir)
+    calls: list[int] = []
+    handle = vision_tower(policy).register_forward_hook(lambda m, args, out: calls.append(args[0].shape[0]))
+    try:
+        def one_step() -> None:
+            groups = policy.generate(prompts(), 4, max_new_tokens=4)
+            batch_prompts, rollouts = flatten(groups)
+            policy.logprobs(batch_prompts, rollouts)
+            with policy.adapters_disabled():
+                policy.logprobs(batch_prompts, rollouts)
+            policy.forward_responses(batch_prompts, rollouts)["logprobs"].sum().backward()
+
+        one_step()
+        assert len(calls) == 2  # one per prompt's video
+        per_video = calls[0]
+        policy.clear_feature_cache()
+        policy.reuse_visual_features = False
+        calls.clear()
+        one_step()
+        # generation and every pass encode all 2 x 4 rows again
+        assert sum(calls) == 4 * (2 * 4) * per_video
+    finally:
+        handle.remove()
+
+
+def test_feature_cache_bytes_are_reported_and_bounded(llava_dir):  # type: ignore[no-untyped-def]
+    policy = build_cpu(llava_dir, lora_r=2, n_frames=4, benchmark=FakeBenchmark())
+    assert policy.feature_cache_bytes() == 0
+    policy.generate(prompts(), 2, max_new_tokens=2)
+    hidden = policy.model.config.text_config.hidden_size
+    assert policy.feature_cache_bytes() == 2 * (4 * 4 + 1) * hidden * 4  # 2 videos x 17 tokens, float32
+    policy.clear_feature_cache()
+    assert policy.feature_cache_bytes() == 0
+
+    # The cache keeps at most feature_cache_mb: here room for one video, the latest.
+    one_video_mb = (4 * 4 + 1) * hidden * 4 / 2**20
+    small = build_cpu(llava_dir, lora_r=2, n_frames=4, benchmark=FakeBenchmark(), feature_cache_mb=1.5 * one_video_mb)
+    small.generate(prompts(), 2, max_new_tokens=2)
+    assert len(small._features) == 1 and small.feature_cache_bytes() <= 1.5 * one_video_mb * 2**20
+
+    # Bf16 autocast changes what the tower makes: kept apart from the float32 entries.
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        policy.logprobs(prompts(), word_rollouts(policy))
+    policy.logprobs(prompts(), word_rollouts(policy))
+    assert len(policy._features) == 4
+
+
+def test_no_reuse_when_the_tower_can_change(llava_dir):  # type: ignore[no-untyped-def]
+    policy = build_cpu(llava_dir, lora_r=2, n_frames=2, benchmark=FakeBenchmark())
+    assert policy.reuses_visual_features()
+    vision_tower(policy).embeddings.patch_embedding.weight.requires_grad_(True)
+    assert not policy.reuses_visual_features()
+    policy.logprobs(prompts(), word_rollouts(policy))
+    assert policy.feature_cache_bytes() == 0
+    off = build_cpu(llava_dir, lora_r=2, n_frames=2, benchmark=FakeBenchmark(), feature_cache_mb=0)
+    assert not off.reuses_visual_features()
+
+
+# -- QLoRA -----------------------------------------------------------------------------
+def test_4bit_quantization_is_refused_without_cuda(llava_dir, monkeypatch):  # type: ignore[no-untyped-def]
+    from rlaif.core.errors import UsageError
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(UsageError) as info:
+        build_hf_vlm(llava_dir, quantization="4bit")
+    message = str(info.value)
+    assert "\n" not in message and "CUDA" in message and "4bit" in message
+    with pytest.raises(UsageError, match="4bit"):
+        build_hf_vlm(llava_dir, quantization="3bit", device="cpu")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_qlora_4bit_base_with_lora_on_cuda(qwen_dir):  # type: ignore[no-untyped-def]
+    pytest.importorskip("bitsandbytes")
+    policy = build_hf_vlm(qwen_dir, lora_r=4, n_frames=4, benchmark=FakeBenchmark(24, 40), max_frame_pixels=32 * 32,
+                          quantization="4bit")
+    assert getattr(policy.model.get_base_model(), "is_loaded_in_4bit", False)
+    kinds = {type(m).__name__ for n, m in policy.model.named_modules() if "language_model" in n}
+    assert "Linear4bit" in kinds
+    assert policy.reuses_visual_features()
+    torch.manual_seed(0)
+    groups = policy.generate(prompts(), 2, max_new_tokens=4)
+    batch_prompts, rollouts = flatten(groups)
+    out = policy.forward_responses(batch_prompts, rollouts)
+    for i, r in enumerate(rollouts):  # bf16 compute: sampled and recomputed agree loosely
+        k = len(r.token_ids)
+        torch.testing.assert_close(out["logprobs"][i, :k].detach().cpu(), torch.tensor(r.logprobs), atol=5e-2, rtol=0)
+    perturb_lora(policy.model)
+    policy.forward_responses(batch_prompts, rollouts)["logprobs"].sum().backward()
+    lora = [p for name, p in policy.model.named_parameters() if "lora_" in name]
+    assert lora and any(p.grad is not None and p.grad.abs().sum() > 0 for p in lora)
+
+
+def test_hf_vlm_declares_the_feature_cache_capability(policy):  # type: ignore[no-untyped-def]
+    from rlaif.core.protocols import CachesVisualFeatures
+
+    assert isinstance(policy, CachesVisualFeatures)
