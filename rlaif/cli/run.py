@@ -39,44 +39,77 @@ def run_command(
     judge_url: Optional[str] = typer.Option(
         None, "--judge-url", help="llm-judge: an OpenAI-compatible base URL (http://127.0.0.1:8000/v1)."),
     context: Optional[str] = typer.Option(None, "--context", help="llm-judge: narrative | none | gold."),
+    api_key_env: Optional[str] = typer.Option(
+        None, "--api-key-env", help="llm-judge: the environment variable holding the endpoint's API key."),
     run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="Where to write (default runs/<time>-<oracle>-<loss>)."),
-    resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the run in this directory."),
+    resume: Optional[Path] = typer.Option(
+        None, "--resume", help="Continue the run in this directory (with its stored config; --steps extends it)."),
+    trust_stored_config: bool = typer.Option(
+        False, "--trust-stored-config",
+        help="With --resume: use the endpoints, API-key variable names and paths stored in the run directory."),
     as_json: bool = typer.Option(False, "--json", help="End with one JSON summary line."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Sample, rank with an oracle, store and update: the RL loop."""
-    from rlaif.core.config import config_from_dict, load_config
+    from rlaif.core.config import load_config, read_config_data
+    from rlaif.core.errors import RunInterrupted, UsageError
     from rlaif.core.registry import load_plugins
     from rlaif.train.rl import RUN_ID, run_rl
 
     registry = load_plugins()
+    overrides: dict[str, Any] = {
+        "oracle.name": oracle, "loss.name": loss, "policy.path": policy, "run.steps": steps,
+        "run.group_size": group_size, "run.prompts_per_step": prompts_per_step, "run.seed": seed,
+        "run.lr": lr, "oracle.judge": judge, "oracle.judge_url": judge_url, "oracle.context": context,
+        "oracle.api_key_env": api_key_env,
+    }
     if resume is not None:
+        from rlaif.core.resume import resume_config, written_keys
         from rlaif.core.store import RunStore
 
+        if run_dir is not None and run_dir.resolve() != resume.resolve():
+            raise UsageError(f"--run-dir {run_dir} differs from --resume {resume}; a resumed run writes where it "
+                             "was started (drop --run-dir)")
         with RunStore(resume, readonly=True) as store:
             info = store.get_run(RUN_ID)
         if info is None:
             raise typer.BadParameter(f"{resume} holds no run to resume", param_hint="--resume")
-        cfg = config_from_dict(info.config, source=str(resume), known_components=known_components())
+        user, _ = read_config_data(config, overrides)
+        labels = {key: FLAG_OF[key] for key, value in overrides.items() if value is not None}
+        cfg = resume_config(info.config, user, labels={**{k: f"--config {config}" for k in written_keys(user)}, **labels},
+                            trust_stored=trust_stored_config, source=str(resume),
+                            user_source=None if config is None else str(config), known_components=known_components())
         target = resume
     else:
-        overrides: dict[str, Any] = {
-            "oracle.name": oracle, "loss.name": loss, "policy.path": policy, "run.steps": steps,
-            "run.group_size": group_size, "run.prompts_per_step": prompts_per_step, "run.seed": seed,
-            "run.lr": lr, "oracle.judge": judge, "oracle.judge_url": judge_url, "oracle.context": context,
-        }
+        if trust_stored_config:
+            raise UsageError("--trust-stored-config goes with --resume (a new run stores what you give it)")
         cfg = load_config(config, overrides, known_components())
         target = run_dir or Path("runs") / (
             f"{time.strftime('%Y%m%d-%H%M%S')}-{cfg.choice('oracle').name}-{cfg.choice('loss').name}"
         )
-    summary = run_rl(target, cfg, registry, resume=resume is not None, progress=progress and not as_json)
+    try:
+        summary = run_rl(target, cfg, registry, resume=resume is not None, progress=progress and not as_json)
+    except KeyboardInterrupt:
+        # Each step is committed in one transaction, so the store holds whole steps only.
+        raise RunInterrupted(f"interrupted; {target} holds every step committed so far, "
+                             f"continue with rlaif run --resume {target}") from None
     if as_json:
         print(summary.to_json(), flush=True)
     else:
         console.print(f"[green]done[/] {summary.steps} steps in {summary.wall_seconds:.0f}s -> {summary.run_dir}; "
-                      f"test accuracy {summary.sft_accuracy} (SFT) -> {summary.final_accuracy}")
+                      f"test accuracy {summary.sft_accuracy} (SFT) -> {summary.final_accuracy}; "
+                      f"groups_failed {summary.groups_failed}")
     if summary.processes > 1:
         leave_distributed_run()
+
+
+#: The flag that sets each overridable config key, for errors on --resume.
+FLAG_OF = {
+    "oracle.name": "--oracle", "loss.name": "--loss", "policy.path": "--policy", "run.steps": "--steps",
+    "run.group_size": "--group-size", "run.prompts_per_step": "--prompts-per-step", "run.seed": "--seed",
+    "run.lr": "--lr", "oracle.judge": "--judge", "oracle.judge_url": "--judge-url", "oracle.context": "--context",
+    "oracle.api_key_env": "--api-key-env",
+}
 
 
 def leave_distributed_run() -> None:

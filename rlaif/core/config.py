@@ -15,14 +15,17 @@ the component and its options::
     name = "grpo-rank"
     kl_coef = 0.04
 
-All problems (unknown keys, wrong types, unknown component names) are collected and
-raised together as one :class:`~rlaif.core.errors.ConfigError`.
+All problems (unknown keys, wrong types, values that would make a run meaningless,
+unknown component names) are collected and raised together as one
+:class:`~rlaif.core.errors.ConfigError`, before a command creates anything.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,6 +56,11 @@ class RunSettings:
     eval_items: int = 0  # 0 = the whole test split
     checkpoint_every: int = 25
     mixed_precision: str = "no"  # no | bf16 | fp16: autocast forwards, fp32 weights and optimizer
+    # The oracle-failure stop: a step whose every group fails to rank, or more than this
+    # share of the groups over the last failure_window steps, ends the run with an error
+    # (nothing stored for that step, so --resume retries it); 1.0 never stops.
+    max_failed_share: float = 0.5
+    failure_window: int = 5
 
 
 @dataclass
@@ -88,6 +96,8 @@ class RunConfig:
 
 
 def _coerce(name: str, value: Any, default: Any, problems: list[str]) -> Any:
+    """``value`` as the type of ``default`` (an integer where a float is wanted becomes a
+    float); its range is checked afterwards, on the coerced value, by :func:`run_problems`."""
     want = type(default)
     if want is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
@@ -97,10 +107,84 @@ def _coerce(name: str, value: Any, default: Any, problems: list[str]) -> Any:
     if not isinstance(value, want) or isinstance(value, bool) != isinstance(default, bool):
         problems.append(f"run.{name} must be {want.__name__}, got {value!r}")
         return default
-    if want in (int, float) and value < 0:
-        problems.append(f"run.{name} must be >= 0, got {value!r}")
-        return default
     return value
+
+
+def _at_least(low: float) -> tuple[Callable[[float], bool], str]:
+    return (lambda v: v >= low), f">= {low:g}"
+
+
+def _above(low: float) -> tuple[Callable[[float], bool], str]:
+    return (lambda v: v > low), f"> {low:g}"
+
+
+#: The range of every numeric ``[run]`` field: outside it a run is meaningless or fails
+#: part-way (``inner_epochs = 0`` trains nothing, ``checkpoint_every = 0`` divides by zero
+#: after step 1, ``temperature = 0`` fails after the SFT evaluation, one candidate per
+#: group has nothing to rank).
+RUN_BOUNDS: dict[str, tuple[Callable[[float], bool], str]] = {
+    "seed": _at_least(0),
+    "steps": _at_least(1),
+    "prompts_per_step": _at_least(1),
+    "group_size": _at_least(2),
+    "max_new_tokens": _at_least(1),
+    "temperature": _above(0),
+    "lr": _above(0),
+    "inner_epochs": _at_least(1),
+    "grad_accum": _at_least(1),
+    "eval_every": _at_least(0),
+    "eval_items": _at_least(0),
+    "checkpoint_every": _at_least(1),
+    "max_failed_share": ((lambda v: 0 <= v <= 1), "between 0 and 1"),
+    "failure_window": _at_least(1),
+}
+
+#: Ranges of component options whose meaning is shared by every component that takes
+#: them (the losses' coefficients, sampling knobs); checked with the ``[run]`` fields so
+#: that a negative ``kl_coef`` is reported before any directory or model is made.
+OPTION_BOUNDS: dict[str, tuple[Callable[[float], bool], str]] = {
+    "kl_coef": _at_least(0),
+    "entropy_coef": _at_least(0),
+    "vf_coef": _at_least(0),
+    "clip_eps": _above(0),
+    "value_clip": _above(0),
+    "beta": _above(0),
+    "temperature": _above(0),
+    "lr": _above(0),
+    "top_p": ((lambda v: 0 < v <= 1), "in (0, 1]"),
+}
+
+
+def _out_of_range(where: str, value: Any, bound: tuple[Callable[[float], bool], str]) -> str | None:
+    ok, text = bound
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return f"{where} must be a number, got {value!r}"
+    if not math.isfinite(value) or not ok(value):
+        return f"{where} must be {text}, got {value!r}"
+    return None
+
+
+def run_problems(run: RunSettings) -> list[str]:
+    """Every ``[run]`` value out of its range (:data:`RUN_BOUNDS`), as one message each."""
+    problems = [p for name, bound in RUN_BOUNDS.items()
+                if (p := _out_of_range(f"run.{name}", getattr(run, name), bound)) is not None]
+    if run.mixed_precision not in {"no", "fp16", "bf16"}:
+        problems.append(f"run.mixed_precision must be one of no, fp16, bf16, got {run.mixed_precision!r}")
+    return problems
+
+
+def option_problems(components: dict[str, ComponentChoice]) -> list[str]:
+    """Every shared component option out of its range (:data:`OPTION_BOUNDS`)."""
+    return [p for kind, choice in components.items() for key, value in choice.options.items()
+            if key in OPTION_BOUNDS and (p := _out_of_range(f"{kind}.{key}", value, OPTION_BOUNDS[key])) is not None]
+
+
+def check_config(config: RunConfig, source: str | None = None) -> None:
+    """Raise one :class:`ConfigError` listing every out-of-range value of ``config``; for
+    configs built in code, which never went through :func:`config_from_dict`."""
+    problems = run_problems(config.run) + option_problems(config.components)
+    if problems:
+        raise ConfigError(problems, source)
 
 
 def config_from_dict(data: dict[str, Any], source: str | None = None,
@@ -124,11 +208,7 @@ def config_from_dict(data: dict[str, Any], source: str | None = None,
             problems.append(f"unknown key run.{key!r}; valid keys: {', '.join(valid_run)}")
             continue
         setattr(config.run, key, _coerce(key, value, getattr(defaults, key), problems))
-    for int_key in ("steps", "group_size", "prompts_per_step", "max_new_tokens", "grad_accum"):
-        if int_key in run_data and getattr(config.run, int_key) < 1:
-            problems.append(f"run.{int_key} must be >= 1, got {getattr(config.run, int_key)!r}")
-    if config.run.mixed_precision not in {"no", "fp16", "bf16"}:
-        problems.append(f"run.mixed_precision must be one of no, fp16, bf16, got {config.run.mixed_precision!r}")
+    problems += run_problems(config.run)
     for kind in KINDS:
         section = data.get(kind)
         if section is None:
@@ -141,6 +221,7 @@ def config_from_dict(data: dict[str, Any], source: str | None = None,
         options = dict(section)
         name = options.pop("name", DEFAULT_COMPONENTS[kind])
         config.components[kind] = ComponentChoice(name, options)
+    problems += option_problems(config.components)
     if known_components is not None:
         for kind, choice in config.components.items():
             names = known_components.get(kind, [])
@@ -151,10 +232,12 @@ def config_from_dict(data: dict[str, Any], source: str | None = None,
     return config
 
 
-def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None,
-                known_components: dict[str, list[str]] | None = None) -> RunConfig:
-    """Read ``path`` (TOML), apply ``overrides`` (``{"run.steps": 5, "oracle.name": ...}``
-    or ``{"oracle": "llm-judge"}``) and validate everything at once."""
+def read_config_data(path: str | Path | None = None, overrides: dict[str, Any] | None = None
+                     ) -> tuple[dict[str, Any], str | None]:
+    """The TOML mapping of ``path`` with ``overrides`` (``{"run.steps": 5, "oracle.name":
+    ...}`` or ``{"oracle": "llm-judge"}``; ``None`` values skipped) applied, unvalidated,
+    and the source to name in errors. A resumed run compares it key by key with the stored
+    config (:mod:`rlaif.core.resume`)."""
     data: dict[str, Any] = {}
     source = None
     if path is not None:
@@ -173,4 +256,12 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
         if isinstance(table, str):
             table = data[section] = {"name": table}
         table[key or "name"] = value
+    return data, source
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None,
+                known_components: dict[str, list[str]] | None = None) -> RunConfig:
+    """Read ``path`` (TOML), apply ``overrides`` (``{"run.steps": 5, "oracle.name": ...}``
+    or ``{"oracle": "llm-judge"}``) and validate everything at once."""
+    data, source = read_config_data(path, overrides)
     return config_from_dict(data, source, known_components)

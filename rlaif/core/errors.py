@@ -108,3 +108,26 @@ class RunDirInUseError(StoreError):
 class CheckpointError(StoreError):
     """A checkpoint is incomplete or damaged: a file is missing, unreadable or differs
     from the hash its manifest recorded."""
+
+
+class VideoItemError(VideoFileError):
+    """A benchmark item's video is missing or does not decode: the line names the item
+    (so the user can find it in their annotations) and the file that was tried."""
+
+    def __init__(self, item: str, path: str, problem: str) -> None:
+        self.item, self.path, self.problem = item, path, problem
+        RlaifError.__init__(self, f"item {item}: cannot read the video {path}: {problem}")
+
+
+class AnnotationError(UsageError):
+    """An annotation file the user brought is malformed: the line names the file, the item
+    (its index, and its id when it has one) and the field."""
+
+    def __init__(self, path: str, item: str | int | None, field: str | None, problem: str) -> None:
+        self.path, self.item, self.field, self.problem = path, item, field, problem
+        where = [str(path)]
+        if item is not None:
+            where.append(f"item {item}")
+        if field is not None:
+            where.append(f"field {field!r}")
+        super().__init__(": ".join([*where, " ".join(problem.split())]))

@@ -15,28 +15,42 @@ Resume: a checkpoint holds the trainable weights and optimizer state at some ste
 steps after c that the store already holds are *replayed* from stored data (no sampling,
 no oracle call), then the loop continues live. Because every live step reseeds the global
 RNGs from (seed, step), a killed-and-resumed run stores exactly the rollouts and rankings
-an uninterrupted run does, and checkpoints carry no RNG state.
+an uninterrupted run does, and checkpoints carry no RNG state. The checkpoint used is the
+newest whole one (its manifest's hashes match), so a cut one costs a longer replay, not
+the run. A replayed step keeps the metrics it logged live; what a kill left missing (the
+step-0 evaluation, a committed step's metrics, the final evaluation) is computed.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
 import random
 import shutil
+import sys
 import time
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from rlaif.core.config import RunConfig
-from rlaif.core.errors import OracleError, StoreError, UsageError
+from rlaif.core.config import RunConfig, check_config
+from rlaif.core.errors import CheckpointError, OracleError, StoreError, UsageError
 from rlaif.core.protocols import RankedBatch
 from rlaif.core.records import PUBLIC_META_KEYS, Group, Prompt, Ranking, Rollout, RunInfo
 from rlaif.core.registry import Registry
 from rlaif.train.precision import Precision
+from rlaif.train.run_dir import (
+    clean_stale_temps,
+    clear_uncommitted_run,
+    last_committed_step,
+    lock_run_dir,
+    releases_run_dir,
+    save_policy,
+)
 
 RUN_ID = "main"
 
@@ -75,6 +89,7 @@ class RunSummary:
     sft_eval: dict[str, float] = field(default_factory=dict)
     processes: int = 1
     param_checksums: list[float] = field(default_factory=list)
+    groups_failed: int = 0  # groups whose ranking failed, over the steps this invocation judged
 
     def to_json(self) -> str:
         return json.dumps(self.__dict__, sort_keys=True)
@@ -278,6 +293,42 @@ def sample_step(step: int, prompts: list[Prompt], comp: Components, config: RunC
     return StepData(step, groups, rankings, sampled - start, ranked - sampled, oracle_calls=1 if groups else 0)
 
 
+class OracleFailureWatch:
+    """Stops a run whose oracle keeps failing, before the failing step is stored.
+
+    A failed ranking carries no signal: every loss leaves its group out. A step whose
+    every group failed, or more than ``[run] max_failed_share`` of the groups over the
+    last ``failure_window`` judged steps, means the oracle is broken (an endpoint down,
+    replies that do not parse), and a run that went on would train on nothing while
+    looking healthy. Nothing is committed for the step that trips the watch, so
+    ``--resume`` judges it again once the oracle is fixed."""
+
+    def __init__(self, max_share: float, window: int) -> None:
+        self.max_share = max_share
+        self.recent: deque[tuple[int, int]] = deque(maxlen=window)  # (failed, groups) per step
+        self.total_failed = 0
+
+    def check(self, data: StepData, oracle: Any, run_dir: Path) -> None:
+        """Count ``data``'s failed rankings; raise :class:`OracleError` when the run must stop."""
+        failures = [rk.failure or "empty ranking" for rk in data.rankings if not rk.ok]
+        self.total_failed += len(failures)
+        self.recent.append((len(failures), len(data.rankings)))
+        failed, groups = (sum(column) for column in zip(*self.recent, strict=True))
+        every = bool(failures) and len(failures) == len(data.rankings)
+        if self.max_share >= 1 or not ((every or failed > self.max_share * groups) and failures):
+            return
+        name = getattr(oracle, "name", type(oracle).__name__)
+        endpoint = getattr(oracle, "endpoint", None)
+        where = f" at {endpoint}" if endpoint else ""
+        last = " ".join(failures[-1].split())
+        last = last if len(last) <= 300 else last[:297] + "..."
+        raise OracleError(
+            f"oracle {name}{where} failed on {len(failures)} of {len(data.rankings)} groups at step {data.step} "
+            f"({failed} of {groups} over the last {len(self.recent)} steps; [run] max_failed_share = "
+            f"{self.max_share:g}); last failure: {last}; step {data.step} was not stored: fix the oracle and "
+            f"continue with rlaif run --resume {run_dir}")
+
+
 # The policy outputs a loss may differentiate; the rest of a batch's tensors are constants.
 GRAD_OUTPUTS = ("logprobs", "values", "entropies")
 
@@ -436,10 +487,10 @@ def step_metrics(data: StepData) -> dict[str, float]:
     out = {
         "rank_failures": float(sum(not rk.ok for rk in data.rankings)),
         "response_tokens": float(tokens / max(len(rollouts), 1)),
-        "sample_s": data.sample_seconds,
-        "rank_s": data.rank_seconds,
-        "tokens_per_s": tokens / data.sample_seconds if data.sample_seconds else 0.0,
     }
+    if data.sample_seconds:  # measured only where the step was sampled, not read from the store
+        out.update({"sample_s": data.sample_seconds, "rank_s": data.rank_seconds,
+                    "tokens_per_s": tokens / data.sample_seconds})
     if scores:
         out["reward_mean"] = sum(scores) / len(scores)
         best = [rk.scores[rk.order[0]] for rk in data.rankings if rk.scores and rk.order]
@@ -454,9 +505,45 @@ def trainable_state(policy: Any) -> dict[str, Any]:
     return {name: p.detach().clone().contiguous() for name, p in items}
 
 
+#: Written last into a checkpoint: each file's size and sha256.
+MANIFEST = "manifest.json"
+
+
+@dataclass
+class Checkpoint:
+    """A checkpoint read whole into memory (:func:`read_checkpoint`), not yet applied."""
+
+    step: int
+    path: Path
+    trainable: dict[str, Any]
+    optimizer: dict[str, Any]
+    grad_scaler: dict[str, Any] | None = None
+
+
+def _digest(path: Path) -> dict[str, Any]:
+    sha = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            sha.update(block)
+    return {"bytes": path.stat().st_size, "sha256": sha.hexdigest()}
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def save_checkpoint(run_dir: Path, step: int, policy: Any, optimizer: Any, precision: Precision | None = None) -> Path:
     """Trainable weights (safetensors), optimizer state (with the fp16 loss scale) and the
-    step, written to a temp dir and renamed so a kill never leaves half a checkpoint."""
+    step, written to a temp dir and renamed so a kill never leaves half a checkpoint.
+
+    The rename alone does not survive a power cut or a full disk: the directory can
+    land before its files' bytes do. So the files are synced, and a manifest of their
+    sizes and sha256, written last, lets :func:`read_checkpoint` tell a whole checkpoint
+    from a cut one."""
     import torch
     from safetensors.torch import save_file
 
@@ -469,55 +556,145 @@ def save_checkpoint(run_dir: Path, step: int, policy: Any, optimizer: Any, preci
     if precision is not None and precision.state_dict():
         torch.save(precision.state_dict(), tmp / "grad_scaler.pt")
     (tmp / "state.json").write_text(json.dumps({"step": step}))
+    files = sorted(p for p in tmp.iterdir())
+    for path in files:
+        _fsync(path)
+    (tmp / MANIFEST).write_text(json.dumps({"step": step, "files": {p.name: _digest(p) for p in files}}, indent=1))
+    _fsync(tmp / MANIFEST)
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
+    _fsync(final.parent)
     return final
 
 
+def checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
+    """``(step, path)`` of every checkpoint directory of the run, newest first, whole or
+    not (temp directories of an unfinished save excluded)."""
+    found = []
+    for path in (run_dir / "checkpoints").glob("step-*"):
+        number = path.name.removeprefix("step-")
+        if path.is_dir() and number.isdigit():
+            found.append((int(number), path))
+    return sorted(found, reverse=True)
+
+
 def latest_checkpoint(run_dir: Path) -> tuple[int, Path] | None:
-    found = sorted(p for p in (run_dir / "checkpoints").glob("step-*") if not p.name.endswith(".tmp"))
-    if not found:
-        return None
-    path = found[-1]
-    return int(json.loads((path / "state.json").read_text())["step"]), path
+    """The newest checkpoint directory, unchecked (:func:`newest_whole_checkpoint` checks)."""
+    found = checkpoints(run_dir)
+    return found[0] if found else None
 
 
-def load_checkpoint(path: Path, policy: Any, optimizer: Any, precision: Precision | None = None) -> None:
+def read_checkpoint(path: Path) -> Checkpoint:
+    """Read a checkpoint into memory, checking every file against the manifest; raise
+    :class:`~rlaif.core.errors.CheckpointError` saying what is wrong. Nothing is applied
+    yet, so a damaged checkpoint leaves the policy and optimizer as they were."""
     import torch
     from safetensors.torch import load_file
 
-    saved = load_file(str(path / "trainable.safetensors"))
+    where = f"{path.parent.name}/{path.name}"
+    if (path / MANIFEST).exists():
+        try:
+            listed = dict(json.loads((path / MANIFEST).read_text())["files"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise CheckpointError(f"{where}: unreadable {MANIFEST} ({exc})") from exc
+        for name, want in sorted(listed.items()):
+            if not (path / name).is_file():
+                raise CheckpointError(f"{where}/{name} is missing")
+            got = _digest(path / name)
+            if got != want:
+                raise CheckpointError(f"{where}/{name} is damaged ({got['bytes']} bytes, its manifest says "
+                                      f"{want.get('bytes')}, and the sha256 differs)")
+    # Without a manifest (checkpoints written before them) reading is the only check.
+    try:
+        step = int(json.loads((path / "state.json").read_text())["step"])
+        trainable = load_file(str(path / "trainable.safetensors"))
+        optimizer = torch.load(path / "optimizer.pt", weights_only=True)
+        scaler = torch.load(path / "grad_scaler.pt", weights_only=True) if (path / "grad_scaler.pt").exists() else None
+    except Exception as exc:  # a cut zip, a bad safetensors header, a missing file: all say "damaged"
+        raise CheckpointError(f"{where} cannot be read ({type(exc).__name__}: {exc})") from exc
+    return Checkpoint(step, path, trainable, optimizer, scaler)
+
+
+def apply_checkpoint(checkpoint: Checkpoint, policy: Any, optimizer: Any, precision: Precision | None = None) -> None:
+    import torch
+
     current = trainable_state(policy)
-    if saved.keys() != current.keys():
-        raise StoreError(f"{path}: checkpoint does not match this policy's trainable parameters")
+    if checkpoint.trainable.keys() != current.keys():
+        raise StoreError(f"{checkpoint.path}: checkpoint does not match this policy's trainable parameters")
     named = getattr(policy, "named_trainable_parameters", None)
     items = list(named()) if named else [(f"p{i}", p) for i, p in enumerate(policy.trainable_parameters())]
     with torch.no_grad():
         for name, p in items:
-            p.copy_(saved[name])
-    optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
-    if precision is not None and (path / "grad_scaler.pt").exists():
-        precision.load_state_dict(torch.load(path / "grad_scaler.pt", weights_only=True))
+            p.copy_(checkpoint.trainable[name])
+    optimizer.load_state_dict(checkpoint.optimizer)
+    if precision is not None and checkpoint.grad_scaler is not None:
+        precision.load_state_dict(checkpoint.grad_scaler)
+
+
+def load_checkpoint(path: Path, policy: Any, optimizer: Any, precision: Precision | None = None) -> None:
+    apply_checkpoint(read_checkpoint(path), policy, optimizer, precision)
+
+
+def newest_whole_checkpoint(run_dir: Path, notify: Callable[[str], None] | None = None) -> Checkpoint | None:
+    """The newest checkpoint that reads back whole. Damaged newer ones are passed over,
+    and ``notify`` gets one line saying so: the steps after the one used are replayed
+    from the store, so the run still ends where an uninterrupted one would."""
+    damaged: list[str] = []
+    found = None
+    for _, path in checkpoints(run_dir):
+        try:
+            found = read_checkpoint(path)
+            break
+        except CheckpointError as exc:
+            damaged.append(str(exc))
+    if damaged and notify is not None:
+        start = f"from {found.path.name}" if found else "from the start (no whole checkpoint)"
+        notify(f"passing over a damaged checkpoint: {'; '.join(damaged)}; resuming {start} and replaying "
+               "the later steps from the store")
+    return found
+
+
+def _notice(message: str) -> None:
+    """One line to stderr for something the user should know but that stops nothing."""
+    print(f"note: {message}", file=sys.stderr, flush=True)
 
 
 # --------------------------------------------------------------------------- logging
 class MetricsLog:
-    """Per-step metrics to the store and to ``metrics.csv`` (columns grow as needed)."""
+    """Per-step metrics to the store and to ``metrics.csv`` (columns grow as needed).
+
+    With a store, rows start from it, typed, and the CSV is rewritten from them: the CSV
+    gives text, with ``''`` wherever a row lacks a column, and a merged row read from it
+    would store strings. Without one (a replay's directory) the CSV is read back into
+    numbers, blanks dropped."""
 
     def __init__(self, run_dir: Path, store: Any) -> None:
         self.path = run_dir / "metrics.csv"
         self.store = store
         self.rows: list[dict[str, Any]] = []
-        if self.path.exists():
+        if store is not None:
+            self.rows = [{**values, "step": step} for step, values in store.iter_metrics(RUN_ID)]
+        elif self.path.exists():
             with self.path.open() as fh:
-                self.rows = list(csv.DictReader(fh))
+                self.rows = [_typed_row(r) for r in csv.DictReader(fh)]
+
+    def row(self, step: int) -> dict[str, Any]:
+        return next((r for r in self.rows if int(r["step"]) == step), {})
+
+    def evaluation(self, step: int) -> dict[str, float]:
+        """The evaluation logged at ``step``, ``eval/`` prefix removed; ``{}`` if none."""
+        return {k.removeprefix("eval/"): float(v) for k, v in self.row(step).items()
+                if k.startswith("eval/") and isinstance(v, (int, float))}  # not the '' older runs stored
+
+    def has_update(self, step: int) -> bool:
+        """Whether ``step``'s training metrics (anything but its evaluation) are logged."""
+        return any(k != "step" and not k.startswith("eval/") for k in self.row(step))
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
         """Add ``metrics`` to the row of ``step`` (merging with what is already there)."""
-        old = next((r for r in self.rows if int(float(r["step"])) == step), {})
-        row = {**old, "step": step, **{k: round(float(v), 6) for k, v in metrics.items()}}
-        self.rows = [r for r in self.rows if int(float(r["step"])) != step] + [row]
+        row = {**self.row(step), "step": step, **{k: round(float(v), 6) for k, v in metrics.items()}}
+        self.rows = [r for r in self.rows if int(r["step"]) != step] + [row]
         if self.store is not None:
             self.store.put_metrics(RUN_ID, step, row, overwrite=True)
         columns: list[str] = []
@@ -529,6 +706,20 @@ class MetricsLog:
             writer.writeheader()
             writer.writerows(self.rows)
         os.replace(tmp, self.path)
+
+
+def _typed_row(row: Mapping[str, str | None]) -> dict[str, Any]:
+    """A ``metrics.csv`` row as logged: numbers as numbers, blank cells left out."""
+    typed: dict[str, Any] = {}
+    for key, value in row.items():
+        if value in ("", None):
+            continue
+        try:
+            typed[key] = float(value)  # type: ignore[arg-type]
+        except ValueError:
+            typed[key] = value
+    typed["step"] = int(typed["step"])
+    return typed
 
 
 def evaluate(comp: Components, config: RunConfig, run_dir: Path, step: int) -> dict[str, float]:
@@ -567,6 +758,7 @@ def make_optimizer(policy: Any, config: RunConfig) -> Any:
     return torch.optim.AdamW(list(policy.trainable_parameters()), lr=config.run.lr, weight_decay=0.0)
 
 
+@releases_run_dir
 def run_rl(run_dir: str | Path, config: RunConfig, registry: Registry, *, resume: bool = False,
            progress: bool = True, context_fn: Callable[[Prompt], str] | None = None,
            on_step: Callable[[int], None] | None = None) -> RunSummary:
@@ -575,18 +767,28 @@ def run_rl(run_dir: str | Path, config: RunConfig, registry: Registry, *, resume
 
     run_dir = Path(run_dir)
     started = time.perf_counter()
-    for kind in ("benchmark", "policy", "oracle", "loss"):  # before anything is created or trained
+    check_config(config)  # before anything is created or trained, as the checks below
+    for kind in ("benchmark", "policy", "oracle", "loss"):
         registry.check(kind, config.choice(kind).name, config.choice(kind).options)
     accelerator = make_accelerator()
     main = accelerator.is_main_process
     run_dir.mkdir(parents=True, exist_ok=True)
+    # One writer per directory, held to the end: a second `rlaif run` (or --resume) would
+    # replay steps and overwrite what this one stores. The OS drops it if this process dies.
+    lock = lock_run_dir(run_dir) if main else None
+    if main:
+        clean_stale_temps(run_dir)
     if main and not resume and (store_path(run_dir).exists() or (run_dir / "checkpoints").exists()):
-        raise UsageError(f"{run_dir} already holds a run; pass --resume {run_dir} or choose a new directory")
+        if last_committed_step(run_dir, RUN_ID) is not None or latest_checkpoint(run_dir) is not None:
+            raise UsageError(f"{run_dir} already holds a run; pass --resume {run_dir} or choose a new directory")
+        clear_uncommitted_run(run_dir)  # a run that failed before its first step: start afresh
     seed_everything(config.run.seed)
 
     store = RunStore(store_path(run_dir)) if main else None
     if store is not None and not resume:
         store.put_run(RunInfo(RUN_ID, config.to_dict(), config.run.seed, time.time(), _version()))
+    if store is not None and resume:
+        record_extended_steps(store, config.run.steps)
     accelerator.wait_for_everyone()
 
     benchmark_probe = registry.build("benchmark", config.choice("benchmark").name,
@@ -609,29 +811,37 @@ def run_rl(run_dir: str | Path, config: RunConfig, registry: Registry, *, resume
     start_step, oracle_calls = 0, 0
     reader = store if store is not None else RunStore(run_dir, readonly=True)
     committed = reader.last_committed_step(RUN_ID) if resume else None
+    sft_eval = log.evaluation(0) if main else {}
+    if main and not sft_eval:
+        # Before a checkpoint loads, as step 0 evaluates the starting policy; a resume of a
+        # run killed before this evaluation computes it here too.
+        sft_eval = evaluate(comp, config, run_dir, 0)
+        log.log(0, {f"eval/{k}": v for k, v in sft_eval.items()})
     if resume:
-        found = latest_checkpoint(run_dir)
+        found = newest_whole_checkpoint(run_dir, notify=_notice if main else None)
         if found is not None:
-            start_step, path = found
-            load_checkpoint(path, comp.policy, optimizer, precision)
+            start_step = found.step
+            apply_checkpoint(found, comp.policy, optimizer, precision)
     prompts_pool = list(comp.benchmark.prompts("rl"))
     prompts_by_id = {p.prompt_id: p for p in prompts_pool}
     rank, world = accelerator.process_index, accelerator.num_processes
 
-    sft_eval: dict[str, float] = {}
-    if main and not resume:
-        sft_eval = evaluate(comp, config, run_dir, 0)
-        log.log(0, {f"eval/{k}": v for k, v in sft_eval.items()})
-
     bar = _Progress(config.run.steps, start_step, enabled=progress and main)
+    failures = OracleFailureWatch(config.run.max_failed_share, config.run.failure_window)
     for step in range(start_step + 1, config.run.steps + 1):
-        if committed is not None and step <= committed:
+        replayed = committed is not None and step <= committed
+        if replayed:
             data = stored_step(reader, step, comp.oracle.name, prompts_by_id)
         else:
             prompts = select_prompts(prompts_pool, step, config.run.seed, config.run.prompts_per_step)
             data = sample_step(step, prompts[rank::world], comp, config, context_fn, precision)
             data = gather_step(data, accelerator)
             oracle_calls += data.oracle_calls
+            try:  # every rank sees the gathered rankings, so every rank stops here alike
+                failures.check(data, comp.oracle, run_dir)
+            except OracleError:
+                bar.close()
+                raise
             if store is not None:
                 commit_sampled_step(store, data, comp.oracle.name)
             accelerator.wait_for_everyone()
@@ -639,9 +849,12 @@ def run_rl(run_dir: str | Path, config: RunConfig, registry: Registry, *, resume
         metrics = update_policy(local, comp, optimizer, config, accelerator, precision)
         metrics.update(step_metrics(data))
         metrics = _mean_across(metrics, accelerator)
-        if config.run.eval_every and step % config.run.eval_every == 0 and step != config.run.steps and main:
+        # A replayed step keeps what it logged live (its timings, its evaluation): it is
+        # logged again only when the kill came between its commit and its metrics.
+        to_log = main and not (replayed and log.has_update(step))
+        if config.run.eval_every and step % config.run.eval_every == 0 and step != config.run.steps and to_log:
             metrics.update({f"eval/{k}": v for k, v in evaluate(comp, config, run_dir, step).items()})
-        if main:
+        if to_log:
             log.log(step, metrics)
         if step % config.run.checkpoint_every == 0 or step == config.run.steps:
             if main:
@@ -654,14 +867,15 @@ def run_rl(run_dir: str | Path, config: RunConfig, registry: Registry, *, resume
 
     final_eval: dict[str, float] = {}
     if main:
-        final_eval = evaluate(comp, config, run_dir, config.run.steps)
-        log.log(config.run.steps, {f"eval/{k}": v for k, v in final_eval.items()})
-        if not sft_eval:
-            sft_eval = {k.removeprefix("eval/"): float(v) for k, v in _first_row(log).items()
-                        if k.startswith("eval/")}
-        comp.policy.save(str(run_dir / "policy"))
+        final_eval = log.evaluation(config.run.steps)  # a resumed finished run keeps its own
+        if not final_eval:
+            final_eval = evaluate(comp, config, run_dir, config.run.steps)
+            log.log(config.run.steps, {f"eval/{k}": v for k, v in final_eval.items()})
+        save_policy(comp.policy, run_dir)
         if store is not None:
             store.close()
+    if lock is not None:
+        lock.release()
     checksums = _param_checksums(comp.policy, accelerator)
     if accelerator.num_processes > 1:  # the last collective: shut the process group down in order
         accelerator.end_training()
@@ -671,17 +885,20 @@ def run_rl(run_dir: str | Path, config: RunConfig, registry: Registry, *, resume
         run_dir=str(run_dir), steps=config.run.steps, processes=accelerator.num_processes,
         param_checksums=checksums,
         sft_accuracy=sft_eval.get("acc/all"), final_accuracy=final_eval.get("acc/all"),
-        wall_seconds=time.perf_counter() - started, oracle_calls=oracle_calls,
+        wall_seconds=time.perf_counter() - started, oracle_calls=oracle_calls, groups_failed=failures.total_failed,
         oracle=config.choice("oracle").name, loss=config.choice("loss").name,
         eval=final_eval, sft_eval=sft_eval,
     )
 
 
-def _first_row(log: MetricsLog) -> dict[str, Any]:
-    for row in log.rows:
-        if int(float(row["step"])) == 0:
-            return row
-    return {}
+def record_extended_steps(store: Any, steps: int, run_id: str = RUN_ID) -> None:
+    """Store a resumed run's new length (``--resume --steps``), so the next resume, with
+    or without ``--steps``, runs to it; the rest of the stored config stays as written."""
+    info = store.get_run(run_id)
+    if info is None or int(info.config.get("run", {}).get("steps", steps)) >= steps:
+        return
+    config = {**info.config, "run": {**info.config.get("run", {}), "steps": steps}}
+    store.put_run(replace(info, config=config), overwrite=True)
 
 
 def _version() -> str:

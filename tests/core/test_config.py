@@ -48,7 +48,7 @@ def test_all_problems_are_reported_together(tmp_path: Path) -> None:
     ("text", "expected"),
     [
         ("[run]\nsteps = 0\n", "run.steps must be >= 1"),
-        ("[run]\nlr = -1.0\n", "run.lr must be >= 0"),
+        ("[run]\nlr = -1.0\n", "run.lr must be > 0"),
         ("[run]\nmixed_precision = 'fp8'\n", "run.mixed_precision must be one of"),
         ("[run\n", "invalid TOML"),
     ],
@@ -61,3 +61,55 @@ def test_bad_values_are_one_line_errors(tmp_path: Path, text: str, expected: str
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="config file not found"):
         load_config(tmp_path / "nope.toml")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # an integer where a float is wanted is coerced first, then range-checked
+        ("[run]\nlr = -1\n", "run.lr must be > 0, got -1.0"),
+        ("[run]\nlr = 0\n", "run.lr must be > 0, got 0.0"),
+        ("[run]\ntemperature = 0\n", "run.temperature must be > 0, got 0.0"),
+        ("[run]\ninner_epochs = 0\n", "run.inner_epochs must be >= 1, got 0"),
+        ("[run]\ncheckpoint_every = 0\n", "run.checkpoint_every must be >= 1, got 0"),
+        ("[run]\ngroup_size = 1\n", "run.group_size must be >= 2, got 1"),
+        ("[run]\neval_every = -1\n", "run.eval_every must be >= 0, got -1"),
+        ("[run]\nmax_failed_share = 1.5\n", "run.max_failed_share must be between 0 and 1, got 1.5"),
+        ("[run]\nfailure_window = 0\n", "run.failure_window must be >= 1, got 0"),
+        ("[run]\nlr = nan\n", "run.lr must be > 0, got nan"),
+        ('[loss]\nname = "grpo-rank"\nkl_coef = -0.1\n', "loss.kl_coef must be >= 0, got -0.1"),
+        ('[loss]\nname = "dpo"\nbeta = 0\n', "loss.beta must be > 0, got 0"),
+        ('[loss]\nname = "grpo-rank"\nclip_eps = "wide"\n', "loss.clip_eps must be a number, got 'wide'"),
+    ],
+)
+def test_values_that_make_a_run_meaningless_are_errors(tmp_path: Path, text: str, expected: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, text), known_components=KNOWN)
+    assert expected in str(info.value)
+
+
+def test_every_bad_value_is_listed_in_one_error(tmp_path: Path) -> None:
+    text = "[run]\nlr = -1\ntemperature = 0\ninner_epochs = 0\ncheckpoint_every = 0\nsteps = 0\n" \
+           '[loss]\nname = "grpo-rank"\nkl_coef = -1\n'
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, text), known_components=KNOWN)
+    message = str(info.value)
+    for field in ("run.lr", "run.temperature", "run.inner_epochs", "run.checkpoint_every", "run.steps",
+                  "loss.kl_coef"):
+        assert f"{field} must be" in message, field
+    assert "\n" not in message
+
+
+def test_cli_overrides_are_checked_like_the_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="run.lr must be > 0, got -1.0"):
+        load_config(None, {"run.lr": -1}, KNOWN)
+
+
+def test_a_config_built_in_code_is_checked_too() -> None:
+    from rlaif.core.config import RunConfig, check_config
+
+    config = RunConfig()
+    config.run.inner_epochs = 0
+    config.run.temperature = 0.0
+    with pytest.raises(ConfigError, match="run.temperature must be > 0.*run.inner_epochs must be >= 1"):
+        check_config(config)
