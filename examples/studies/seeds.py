@@ -1,14 +1,12 @@
-"""Seed studies behind the numbers in the issue notes: mean ± std over seeds of held-out
-accuracy, through the real ``rlaif`` commands (one subprocess per run, so each run is
-exactly what a user would get).
+"""The SFT seed study behind the numbers in the issue notes: curriculum vs no-curriculum
+SFT, mean ± std over seeds of held-out accuracy, through the real ``rlaif`` commands (one
+subprocess per run, so each run is exactly what a user would get).
 
-    python examples/studies/seeds.py sft --seeds 0 1 2 --out studies/sft
-        curriculum vs no-curriculum SFT (``rlaif sft [--no-curriculum]`` + ``rlaif eval``)
-    python examples/studies/seeds.py rl --losses grpo-rank grpo ppo dpo --seeds 0 1 2 \
-        --oracle ground-truth --config run.toml --out studies/rl [--option context=none]
-        RL from the default SFT policy (``rlaif run``), accuracy before and after, with
-        every seed's paired per-item difference (final vs SFT, same test items) and its
-        95% bootstrap interval, as ``rlaif eval --compare`` prints it
+    python examples/studies/seeds.py --seeds 0 1 2 --out studies/sft
+        ``rlaif sft [--no-curriculum]`` + ``rlaif eval`` per seed
+
+RL studies (oracles, judge context, losses, live or replayed) are ``rlaif study
+examples/studies/*.toml``: resumable, paired against a baseline, one table.
 
 A run whose result file already exists is skipped, so an interrupted study resumes.
 Results land in ``OUT/results.json`` and a markdown table is printed.
@@ -77,75 +75,22 @@ def sft_study(args: argparse.Namespace) -> dict[str, dict[str, list[float]]]:
     return table
 
 
-def rl_study(args: argparse.Namespace) -> dict[str, dict[str, list[float]]]:
-    table: dict[str, dict[str, list[float]]] = {}
-    for loss in args.losses:
-        for seed in args.seeds:
-            run_dir = args.out / f"{args.oracle}-{loss}-s{seed}"
-            cmd = ["run", "--oracle", args.oracle, "--loss", loss, "--seed", str(seed), "--run-dir", str(run_dir / "run"),
-                   "--no-progress"]
-            if args.config:
-                cmd += ["--config", str(args.config)]
-            if args.context:
-                cmd += ["--context", args.context]
-            result = cached(run_dir / "result.json", lambda cmd=cmd: rlaif(*cmd))
-            diff = paired_gain(run_dir / "run")
-            row = table.setdefault(loss, {})
-            for key in METRICS:
-                row.setdefault(key, []).append(result["eval"][key])
-                row.setdefault("Δ" + key, []).append(result["eval"][key] - result["sft_eval"][key])
-            row.setdefault("sft acc/all", []).append(result["sft_eval"]["acc/all"])
-            row.setdefault("wall_s", []).append(result["wall_seconds"])
-            row.setdefault("oracle_calls", []).append(result["oracle_calls"])
-            row.setdefault("paired", []).append(diff)  # type: ignore[arg-type]
-            print(f"{loss} seed {seed}: acc/all {result['sft_eval']['acc/all']:.3f} -> {result['eval']['acc/all']:.3f}"
-                  f"  paired Δ {diff[0]:+.3f} [{diff[1]:+.3f}, {diff[2]:+.3f}]", file=sys.stderr)
-    return table
-
-
-def paired_gain(run_dir: Path) -> list[float]:
-    """``[Δ, lo, hi]``: the run's final evaluation against its step-0 (SFT) one, paired by
-    item (``correct``, what acc/all counts), with the 95% bootstrap interval."""
-    from rlaif.train.compare import compare_items
-    from rlaif.train.evaluate import read_items
-
-    files = sorted((run_dir / "eval").glob("step-*.jsonl"))
-    first, last = read_items(files[0]), read_items(files[-1])
-    row = compare_items(first, last)[0]
-    return [row.diff, row.lo, row.hi]
-
-
 def print_table(table: dict[str, dict[str, list[float]]], columns: list[str]) -> None:
     print("| | " + " | ".join(columns) + " |")
     print("|---" * (len(columns) + 1) + "|")
     for name, row in table.items():
-        cells = [mean_std(row.get(c, [])) for c in columns]
-        if "paired" in row:
-            cells.append("; ".join(f"{d:+.3f} [{lo:+.3f}, {hi:+.3f}]" for d, lo, hi in row["paired"]))  # type: ignore[misc]
-        print(f"| {name} | " + " | ".join(cells) + " |")
+        print(f"| {name} | " + " | ".join(mean_std(row.get(c, [])) for c in columns) + " |")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("study", choices=("sft", "rl"))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--out", type=Path, default=Path("studies"))
-    parser.add_argument("--losses", nargs="+", default=["grpo-rank"])
-    parser.add_argument("--oracle", default="ground-truth")
-    parser.add_argument("--config", type=Path, default=None, help="run TOML passed to every `rlaif run`")
-    parser.add_argument("--context", default=None, help="llm-judge context passed to `rlaif run --context`")
+    parser.add_argument("--out", type=Path, default=Path("studies/sft"))
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    if args.study == "sft":
-        table = sft_study(args)
-        columns = ["acc/all", "acc/short", "acc/attribute", "acc/counting", "acc/direction", "acc/temporal",
-                   "score/describe", "wall_s"]
-    else:
-        table = rl_study(args)
-        columns = ["sft acc/all", "acc/all", "Δacc/all", "Δacc/short", "Δscore/describe", "oracle_calls", "wall_s"]
-        print("(last column: each seed's paired Δ acc/all [95% bootstrap interval])")
+    table = sft_study(args)
     (args.out / "results.json").write_text(json.dumps(table, indent=2, sort_keys=True))
-    print_table(table, columns)
+    print_table(table, [*METRICS, "wall_s"])
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from rlaif.cli.plugins import plugins_app
 from rlaif.cli.reward import train_rm_command
 from rlaif.cli.run import plot_command, replay_command, run_command
 from rlaif.cli.store import store_app
+from rlaif.cli.study import study_command
 from rlaif.cli.train import eval_command, sft_command
 
 app.add_typer(plugins_app, name="plugins")
@@ -23,6 +24,7 @@ app.command("replay")(replay_command)
 app.command("plot")(plot_command)
 app.add_typer(oracle_app, name="oracle")
 app.command("train-rm")(train_rm_command)
+app.command("study")(study_command)
 
 
 def main() -> None:

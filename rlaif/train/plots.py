@@ -1,9 +1,12 @@
-"""PNG curves of a run's metrics (people would rather look than read a CSV)."""
+"""PNG curves of a run's metrics, and a study's bars and curves per arm (people would
+rather look than read a CSV)."""
 
 from __future__ import annotations
 
 import csv
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from rlaif.core.errors import UsageError
 
@@ -26,13 +29,19 @@ def read_metrics(run_dir: Path) -> list[dict[str, float]]:
     return sorted(rows, key=lambda r: r["step"])
 
 
-def plot_metrics(run_dir: str | Path) -> list[Path]:
-    """One PNG per panel with any data, plus ``curves.png`` with all panels."""
+def pyplot() -> Any:
+    """matplotlib's pyplot on the Agg backend: files only, no display needed."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def plot_metrics(run_dir: str | Path) -> list[Path]:
+    """One PNG per panel with any data, plus ``curves.png`` with all panels."""
+    plt = pyplot()
     run_dir = Path(run_dir)
     rows = read_metrics(run_dir)
     panels = [(title, [k for k in keys if any(k in r for r in rows)]) for title, keys in PANELS]
@@ -56,3 +65,64 @@ def plot_metrics(run_dir: str | Path) -> list[Path]:
     plt.close(fig)
     written.append(out)
     return written
+
+
+def plot_study_bars(path: Path, bars: Sequence[Mapping[str, Any]], *, metric: str, baseline: str,
+                    paired_metric: str) -> Path:
+    """Two panels, one bar per arm: ``metric``'s mean with ± one std over seeds, and the
+    paired difference against ``baseline`` with its 95% bootstrap interval. ``bars`` holds
+    ``arm``, ``mean``, ``std``, ``diff``, ``lo`` and ``hi`` (None where absent)."""
+    plt = pyplot()
+    names = [str(b["arm"]) for b in bars]
+    x = list(range(len(bars)))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(max(6.0, 1.3 * len(bars) + 3), 3.4))
+    left.bar(x, [b["mean"] or 0.0 for b in bars], yerr=[b["std"] or 0.0 for b in bars], capsize=4, color="#4c72b0")
+    left.set_title(f"{metric}, mean ± std over seeds", fontsize=9)
+    diffs = [b["diff"] if b["diff"] is not None else 0.0 for b in bars]
+    errors = [[d - (b["lo"] if b["lo"] is not None else d) for d, b in zip(diffs, bars, strict=True)],
+              [(b["hi"] if b["hi"] is not None else d) - d for d, b in zip(diffs, bars, strict=True)]]
+    right.bar(x, diffs, yerr=errors, capsize=4, color="#dd8452")
+    right.axhline(0.0, color="black", linewidth=0.8)
+    right.set_title(f"{paired_metric}: arm - {baseline}, paired, 95% interval", fontsize=9)
+    for ax in (left, right):
+        ax.set_xticks(x)
+        ax.set_xticklabels(names, rotation=30, ha="right", fontsize=8)
+        ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+STUDY_PANELS = ("reward_mean", "loss", "kl", "eval/acc/all")
+
+
+def plot_study_curves(path: Path, runs: Mapping[str, Sequence[Sequence[Mapping[str, float]]]]) -> Path | None:
+    """Learning curves per arm (``runs``: arm -> each seed's ``metrics.csv`` rows): the
+    mean over seeds at the steps every seed logged, shaded from min to max. None when no
+    panel has data."""
+    panels = [key for key in STUDY_PANELS if any(key in r for seeds in runs.values() for rows in seeds for r in rows)]
+    if not panels:
+        return None
+    plt = pyplot()
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.2), squeeze=False)
+    for ax, key in zip(axes[0], panels, strict=True):
+        for arm, seeds in runs.items():
+            by_seed = [{int(r["step"]): r[key] for r in rows if key in r} for rows in seeds]
+            steps = sorted(set.intersection(*(set(s) for s in by_seed))) if by_seed else []
+            if not steps:
+                continue
+            values = [[s[step] for s in by_seed] for step in steps]
+            (line,) = ax.plot(steps, [sum(v) / len(v) for v in values], label=arm,
+                              marker="o" if len(steps) < 20 else None, markersize=3)
+            if len(by_seed) > 1:
+                ax.fill_between(steps, [min(v) for v in values], [max(v) for v in values], alpha=0.2,
+                                color=line.get_color())
+        ax.set_title(key)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
