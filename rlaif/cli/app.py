@@ -65,7 +65,9 @@ def debug_enabled() -> bool:
 
 def fail(message: str, code: int = 1) -> None:
     """Print one red line and exit: the user-facing face of every error."""
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    from rich.markup import escape  # a message may name a TOML table: "[oracle]" is text, not markup
+
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 

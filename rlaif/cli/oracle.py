@@ -10,6 +10,7 @@ from typing import Any, Optional
 import typer
 
 from rlaif.cli.app import console, handle_errors
+from rlaif.cli.options import component_option, config_option, set_option
 
 # ruff: noqa: UP045  (typer reads Optional[...] at runtime)
 
@@ -34,33 +35,61 @@ def _cell(value: Any, fmt: str) -> str:
 @oracle_app.command("check")
 @handle_errors
 def check_command(
-    oracle: str = typer.Option(..., "--oracle", help="Oracle to check (see `rlaif plugins list`)."),
+    oracle: Optional[str] = typer.Option(None, "--oracle", help="Oracle to check (see `rlaif plugins list`); "
+                                         "= --set oracle.name=NAME, or --config's [oracle]."),
+    config: Optional[Path] = config_option("Run TOML whose [oracle] and [benchmark] tables (name and options) "
+                                           "are checked."),
+    sets: Optional[list[str]] = set_option(),
     context: Optional[str] = typer.Option(
-        None, "--context", help="narrative | none | both (default: both where the oracle has a context option)."),
+        None, "--context", help="narrative | none | both (default: both where the oracle has a context option; "
+                                "--set oracle.context=X checks X only)."),
     groups: int = typer.Option(32, "--groups", help="Prompts (groups) to rank."),
     group_size: int = typer.Option(4, "--group-size", help="Candidates per prompt (G)."),
     split: str = typer.Option("test", "--split", help="Benchmark split to draw prompts from (test or rl)."),
-    option: Optional[list[str]] = typer.Option(None, "--option", help="Oracle option key=value (repeatable)."),
-    benchmark: str = typer.Option("video-world", "--benchmark"),
+    option: Optional[list[str]] = typer.Option(None, "--option", help="Oracle option key=value (repeatable); "
+                                               "= --set oracle.key=value."),
+    benchmark: Optional[str] = component_option("benchmark", "The benchmark by name (= --set benchmark.name=NAME; "
+                                                "default video-world)."),
     benchmark_option: Optional[list[str]] = typer.Option(
-        None, "--benchmark-option", help="Benchmark option key=value (repeatable)."),
+        None, "--benchmark-option", help="Benchmark option key=value (repeatable); = --set benchmark.key=value."),
     policy: Optional[Path] = typer.Option(
-        None, "--policy", help="tiny-video-lm checkpoint that samples candidates (default: the default SFT policy)."),
+        None, "--policy", help="tiny-video-lm checkpoint that samples candidates (= --set policy.path=DIR; "
+                               "default: the default SFT policy)."),
     seed: int = typer.Option(0, "--seed"),
     max_new_tokens: int = typer.Option(32, "--max-new-tokens"),
     as_json: bool = typer.Option(False, "--json", help="Print the diagnostics as one JSON object."),
 ) -> None:
     """Top-1 accuracy, Kendall τ, failure rate, position bias and latency of an oracle
     against the ground-truth ranking of SFT-policy candidates."""
+    from rlaif.cli.options import build_config, gather
     from rlaif.core.errors import UsageError
-    from rlaif.train.oracle_check import parse_options, run_oracle_check
+    from rlaif.core.registry import load_plugins
+    from rlaif.train.oracle_check import run_oracle_check
 
-    if policy is not None and not policy.exists():
-        raise UsageError(f"--policy {policy}: no such directory; run `rlaif sft` or pass a saved policy dir")
+    registry = load_plugins()
+    # --option and --benchmark-option are the older spelling of --set oracle.* / benchmark.*.
+    sets = [*(f"oracle.{item}" for item in option or []), *(f"benchmark.{item}" for item in benchmark_option or []),
+            *(sets or [])]
+    flags = {"oracle.name": ("--oracle", oracle), "benchmark.name": ("--benchmark", benchmark),
+             "policy.path": ("--policy", None if policy is None else str(policy))}
+    given = gather(config, sets, flags, uses=("oracle", "benchmark", "policy"), command="rlaif oracle check")
+    if "oracle" not in given.data:
+        given.problems.append("name the oracle to check: --oracle NAME (or --set oracle.name=NAME, or [oracle] in "
+                              "--config)")
+        given.check()
+    cfg = build_config(given.only("oracle", "benchmark", "policy"), registry, ("oracle", "benchmark"))
+    chosen_policy = cfg.choice("policy")
+    if chosen_policy.name != "tiny-video-lm" or set(chosen_policy.options) - {"path"}:
+        raise UsageError("oracle check samples candidates with a tiny-video-lm checkpoint: give its directory with "
+                         "--policy DIR (no other policy or policy option)")
+    policy_path = chosen_policy.options.get("path")
+    if policy_path is not None and not Path(policy_path).exists():
+        raise UsageError(f"--policy {policy_path}: no such directory; run `rlaif sft` or pass a saved policy dir")
+    oracle = cfg.choice("oracle").name
     result = run_oracle_check(
-        oracle, parse_options(option or []), context=context, n_groups=groups, group_size=group_size, split=split,
-        seed=seed, benchmark_name=benchmark, benchmark_options=parse_options(benchmark_option or []),
-        policy_path=str(policy) if policy is not None else None, max_new_tokens=max_new_tokens,
+        oracle, cfg.choice("oracle").options, context=context, n_groups=groups, group_size=group_size, split=split,
+        seed=seed, benchmark_name=cfg.choice("benchmark").name, benchmark_options=cfg.choice("benchmark").options,
+        policy_path=None if policy_path is None else str(policy_path), max_new_tokens=max_new_tokens,
         progress=not as_json,
     )
     if as_json:

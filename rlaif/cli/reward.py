@@ -10,6 +10,7 @@ from typing import Optional
 import typer
 
 from rlaif.cli.app import console, handle_errors
+from rlaif.cli.options import config_option, set_option, stored_component_options
 
 # ruff: noqa: UP045  (typer reads Optional[...] at runtime)
 
@@ -18,6 +19,9 @@ from rlaif.cli.app import console, handle_errors
 def train_rm_command(
     run_dir: Path = typer.Argument(..., help="A run directory written by `rlaif run` (its store holds the rankings)."),
     oracle: Optional[str] = typer.Option(None, "--oracle", help="Whose stored rankings to learn (default: the run's)."),
+    config: Optional[Path] = config_option("TOML whose [benchmark] and [policy] options are set over the run's "
+                                           "stored ones (same components; e.g. where the videos now are)."),
+    sets: Optional[list[str]] = set_option(),
     pairs: str = typer.Option("all", "--pairs", help="all (every pair across tie blocks) | best-worst | scored (pairs whose oracle scores differ)."),
     lora_r: int = typer.Option(64, "--lora-r", help="Rank of the reward model's fresh LoRA (paper: 64)."),
     lora_alpha: Optional[int] = typer.Option(None, "--lora-alpha", help="LoRA alpha (default: = r)."),
@@ -34,7 +38,8 @@ def train_rm_command(
     pairwise preferences in the run's rankings; report held-out pairwise accuracy."""
     from rlaif.train.reward_model import RM_DIRNAME, train_reward_model
 
-    result = train_reward_model(run_dir, oracle=oracle, pairs=pairs, lora_r=lora_r, lora_alpha=lora_alpha, lr=lr,
+    options = stored_component_options(run_dir, config, sets, ("benchmark", "policy"), "rlaif train-rm")
+    result = train_reward_model(run_dir, oracle=oracle, options=options, pairs=pairs, lora_r=lora_r, lora_alpha=lora_alpha, lr=lr,
                                 epochs=epochs, batch_size=batch_size, holdout=holdout, max_pairs=max_pairs,
                                 seed=seed, out_dir=out, progress=not as_json)
     if as_json:

@@ -9,20 +9,18 @@ from typing import Optional
 import typer
 
 from rlaif.cli.app import console, handle_errors
+from rlaif.cli.options import component_option, config_option, set_option
 
 # ruff: noqa: UP045  (typer reads Optional[...] at runtime)
-
-
-def build_benchmark(name: str, seed: int) -> object:
-    from rlaif.core.registry import load_plugins
-
-    return load_plugins().build("benchmark", name, {})
 
 
 @handle_errors
 def sft_command(
     out: Optional[Path] = typer.Option(None, "--out", help="Checkpoint dir (default: the cache's default SFT dir)."),
-    benchmark: str = typer.Option("video-world", "--benchmark"),
+    benchmark: Optional[str] = component_option("benchmark", "The benchmark by name (= --set benchmark.name=NAME; "
+                                                "default: --config's [benchmark], else video-world)."),
+    config: Optional[Path] = config_option("Run TOML whose [benchmark] table (name and options) is trained on."),
+    sets: Optional[list[str]] = set_option(),
     seed: int = typer.Option(0, "--seed"),
     curriculum: bool = typer.Option(True, "--curriculum/--no-curriculum", help="Easy (short answers) then hard."),
     lora_r: int = typer.Option(32, "--lora-r"),
@@ -31,13 +29,20 @@ def sft_command(
     as_json: bool = typer.Option(False, "--json", help="Print the SFT metrics as one JSON line."),
 ) -> None:
     """VLM-RLAIF curriculum SFT (LoRA + projector) of the default tiny video LM."""
+    from rlaif.cli.options import build_config, gather
     from rlaif.core.errors import UsageError
-    from rlaif.train.sft import default_sft_dir, run_sft
+    from rlaif.core.registry import load_plugins
 
+    registry = load_plugins()
+    given = gather(config, sets, {"benchmark.name": ("--benchmark", benchmark)}, uses=("benchmark",),
+                   command="rlaif sft")
+    choice = build_config(given.only("benchmark"), registry, ("benchmark",)).choice("benchmark")
     if out is None and (not curriculum or epochs_per_stage is not None or (lora_r, lora_alpha) != (32, 32)):
         raise UsageError("--no-curriculum, --epochs-per-stage and --lora-r/--lora-alpha change the recipe: "
                          "pass --out DIR (the cache holds only the default recipe's SFT policy)")
-    bench = build_benchmark(benchmark, seed)
+    from rlaif.train.sft import default_sft_dir, run_sft
+
+    bench = registry.build("benchmark", choice.name, choice.options)
     target = out or default_sft_dir(bench, seed=seed)
     extra = {} if epochs_per_stage is None else {"epochs_per_stage": epochs_per_stage}
     metrics = run_sft(target, benchmark=bench, seed=seed, curriculum=curriculum, lora_r=lora_r,
@@ -50,11 +55,13 @@ def sft_command(
 
 @handle_errors
 def eval_command(
-    policy: Optional[Path] = typer.Option(None, "--policy", help="Policy dir (default: the default SFT policy)."),
-    benchmark: Optional[str] = typer.Option(None, "--benchmark", help="Default: --config's [benchmark], else "
-                                            "video-world."),
-    config: Optional[Path] = typer.Option(None, "--config", help="Run TOML whose [benchmark] and [policy] "
-                                          "tables (name and options) are evaluated; [run] gives the defaults."),
+    policy: Optional[str] = typer.Option(None, "--policy", help="A policy name (hf-vlm) or a saved policy dir / "
+                                         "hub id (= --set policy.path=DIR; default: the default SFT policy)."),
+    benchmark: Optional[str] = component_option("benchmark", "The benchmark by name (= --set benchmark.name=NAME; "
+                                                "default: --config's [benchmark], else video-world)."),
+    config: Optional[Path] = config_option("Run TOML whose [benchmark] and [policy] tables (name and options) "
+                                           "are evaluated; [run] gives the defaults."),
+    sets: Optional[list[str]] = set_option(),
     split: str = typer.Option("test", "--split"),
     limit: Optional[int] = typer.Option(None, "--limit", help="Evaluate a seeded subset of this many items."),
     seed: int = typer.Option(0, "--seed"),
@@ -91,9 +98,8 @@ def eval_command(
     if compare is not None:
         compare_evaluations(*compare, metric=metric, as_json=as_json)
         return
-    from rlaif.core.config import RunSettings, load_config
+    from rlaif.cli.options import build_config, gather, policy_flag
     from rlaif.core.errors import UsageError
-    from rlaif.core.protocols import KINDS
     from rlaif.core.registry import load_plugins
     from rlaif.train.evaluate import baseline_metrics, evaluate_items, write_items
     from rlaif.train.judge_eval import SCORERS, build_answer_judge, opened
@@ -104,24 +110,24 @@ def eval_command(
     if scorer == "judge" and judge is None and judge_url is None:
         raise UsageError("--scorer judge needs a judge: --judge-url URL or --judge MODEL")
     registry = load_plugins()
-    cfg = None if config is None else load_config(config, None, {kind: registry.names(kind) for kind in KINDS})
-    benchmark = benchmark or (cfg.choice("benchmark").name if cfg is not None else "video-world")
-    bench_options = cfg.choice("benchmark").options if cfg is not None and cfg.choice("benchmark").name == benchmark \
-        else {}
-    bench = registry.build("benchmark", benchmark, dict(bench_options))
-    chosen = cfg.choice("policy") if cfg is not None else None
-    if chosen is not None and (chosen.name != "tiny-video-lm" or "path" in chosen.options):
-        options = dict(chosen.options) if policy is None else {**chosen.options, "path": str(policy)}
-        model = registry.build("policy", chosen.name, options, benchmark=bench, seed=seed)
+    flags = {"benchmark.name": ("--benchmark", benchmark), **policy_flag(policy, registry)}
+    given = gather(config, sets, flags, uses=("run", "benchmark", "policy"), command="rlaif eval")
+    cfg = build_config(given.only("run", "benchmark", "policy"), registry, ("benchmark", "policy"))
+    benchmark = cfg.choice("benchmark").name
+    bench = registry.build("benchmark", benchmark, dict(cfg.choice("benchmark").options))
+    chosen = cfg.choice("policy")
+    if chosen.name != "tiny-video-lm":
+        model = registry.build("policy", chosen.name, dict(chosen.options), benchmark=bench, seed=seed)
     else:
-        if policy is None:
-            policy = default_sft_dir(bench, seed=seed)
-            run_sft(policy, benchmark=bench, seed=seed, progress=not as_json)
-        elif not policy.exists():
-            raise UsageError(f"--policy {policy}: no such directory; run `rlaif sft` or pass a saved policy dir")
-        model = registry.build("policy", "tiny-video-lm", {"path": str(policy), "new_adapter": False},
-                               benchmark=bench, seed=seed)
-    defaults = cfg.run if cfg is not None else RunSettings()
+        path = chosen.options.get("path")
+        if path is None:
+            path = default_sft_dir(bench, seed=seed)
+            run_sft(path, benchmark=bench, seed=seed, progress=not as_json)
+        elif not Path(path).exists():
+            raise UsageError(f"--policy {path}: no such directory; run `rlaif sft` or pass a saved policy dir")
+        options = {"new_adapter": False, **chosen.options, "path": str(path)}
+        model = registry.build("policy", "tiny-video-lm", options, benchmark=bench, seed=seed)
+    defaults = cfg.run
     answer_judge = None
     if judge is not None or judge_url is not None:
         answer_judge = build_answer_judge(judge, judge_url, judge_model, api_key_env, temperature=judge_temperature)

@@ -29,6 +29,7 @@ from rlaif.core.errors import (
     UnknownComponentError,
     UsageError,
 )
+from rlaif.core.option_types import option_problems
 from rlaif.core.protocols import KINDS
 
 
@@ -215,6 +216,20 @@ class Registry:
         lets a command reject a misspelt option before it creates or trains anything."""
         check_options(f"{kind} {name!r}", self.get(kind, name).resolve(), dict(options or {}))
 
+    def problems(self, kind: str, name: str, options: dict[str, Any] | None = None) -> list[str]:
+        """What :meth:`check` would raise, as messages, so a command can collect the
+        problems of every component it builds into one error."""
+        return self.checked_options(kind, name, options)[1]
+
+    def checked_options(self, kind: str, name: str, options: dict[str, Any] | None = None
+                        ) -> tuple[dict[str, Any], list[str]]:
+        """``options`` coerced to the factory's types, and every problem found."""
+        try:
+            spec = self.get(kind, name)
+        except (UnknownComponentError, DuplicateComponentError) as exc:
+            return dict(options or {}), [str(exc)]
+        return option_problems(f"{kind} {name!r}", spec.resolve(), dict(options or {}))
+
     def build(self, kind: str, name: str, options: dict[str, Any] | None = None, **extra: Any) -> Any:
         """Import and call the component's factory with its options.
 
@@ -224,8 +239,7 @@ class Registry:
         ``policy=``, ``store=``); each is passed only if the factory accepts it."""
         spec = self.get(kind, name)
         factory = spec.resolve()
-        options = dict(options or {})
-        check_options(f"{kind} {name!r}", factory, options)
+        options = check_options(f"{kind} {name!r}", factory, dict(options or {}))
         wiring = {k: v for k, v in extra.items() if k not in options and accepts_keyword(factory, k)}
         return factory(**options, **wiring)
 
@@ -238,20 +252,15 @@ def accepts_keyword(factory: Callable[..., Any], name: str) -> bool:
     return name in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
 
 
-def check_options(what: str, factory: Callable[..., Any], options: dict[str, Any]) -> None:
-    """Raise :class:`ConfigError` listing every unknown option of ``factory``."""
-    try:
-        params = inspect.signature(factory).parameters
-    except (TypeError, ValueError):
-        return
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return
-    valid = [n for n, p in params.items() if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and n != "self"]
-    unknown = sorted(set(options) - set(valid))
-    if unknown:
-        raise ConfigError(
-            [f"unknown option {u!r} for {what}; valid options: {', '.join(valid) or 'none'}" for u in unknown]
-        )
+def check_options(what: str, factory: Callable[..., Any], options: dict[str, Any]) -> dict[str, Any]:
+    """Raise :class:`ConfigError` listing every unknown option of ``factory`` (with the
+    closest valid name) and every value of the wrong type (against the factory's
+    annotations, :mod:`rlaif.core.option_types`); return the options coerced (an integer
+    where a float is wanted becomes a float)."""
+    coerced, problems = option_problems(what, factory, options)
+    if problems:
+        raise ConfigError(problems)
+    return coerced
 
 
 _REGISTRY: Registry | None = None

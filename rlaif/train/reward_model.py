@@ -358,9 +358,12 @@ def train_reward_model(
     benchmark: Any = None,
     registry: Any = None,
     progress: bool = True,
+    options: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Train a reward model on the stored rankings of ``run_dir`` and save it to
     ``out_dir`` (default ``RUN_DIR/reward_model``); returns ``rm.json``'s contents.
+    ``options`` (kind -> options) are set over the stored config's ``[benchmark]`` and
+    ``[policy]`` options (the videos moved, another checkpoint dir).
 
     ``policy``/``benchmark`` override what the run's config builds (tests); a given
     ``policy`` is trained as is (its trainable parameters are the RM's adapter)."""
@@ -381,6 +384,8 @@ def train_reward_model(
         if info is None:
             raise StoreError(f"{run_dir}: no run recorded in this store; check the path")
         config = config_from_dict(info.config, source=str(run_dir))
+        for kind, given in (options or {}).items():
+            config.components[kind].options.update(given)
         seed = config.run.seed if seed is None else seed
         oracle_name = _choose_oracle(store, RUN_ID, oracle, config.choice("oracle").name)
         all_pairs = stored_pairs(store, oracle_name, pairs, RUN_ID)

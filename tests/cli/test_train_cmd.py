@@ -29,3 +29,10 @@ def test_compare_without_items_or_overlap_is_one_line_error(tmp_path: Path) -> N
         result = CliRunner().invoke(app, ["eval", "--compare", *(str(tmp_path / a) for a in args)])
         assert result.exit_code == 2 and message in result.output, result.output
         assert len(result.output.strip().splitlines()) == 1
+
+
+def test_sft_and_eval_name_components_like_every_command() -> None:
+    for command in (["sft"], ["eval"]):
+        result = CliRunner().invoke(app, [*command, "--benchmark", "video-wrold"])
+        assert result.exit_code == 2
+        assert "unknown benchmark 'video-wrold'; choose one of:" in result.output.strip().splitlines()[-1]
