@@ -7,7 +7,7 @@ this module stays importable without torch.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
@@ -71,6 +71,20 @@ class Policy(Protocol):
         ...
 
     def save(self, directory: str) -> None: ...
+
+
+@runtime_checkable
+class Shardable(Protocol):
+    """Optional capability of a policy whose model can be sharded across processes
+    (``[run] sharding = "fsdp"``, :mod:`rlaif.train.sharding`), for models that do not
+    fit one device."""
+
+    def shard(self, wrap: Callable[[Any], Any]) -> None:
+        """Call ``wrap`` on each module to shard on its own (decoder layers first, then
+        the module whose forward every pass and ``generate`` go through), and from then
+        on decode in lock-step with the other ranks: stop only when every rank's rows are
+        done, since each forward all-gathers weights across ranks."""
+        ...
 
 
 @runtime_checkable

@@ -57,6 +57,10 @@ class HFCausalLM(PeftPolicyBase):
         self.fold_adapter = fold_adapter
         self._prompt_cache: dict[str, list[int]] = {}
 
+    def shard(self, wrap: Any) -> None:
+        super().shard(wrap)
+        self.fold_adapter = False  # folding swaps weights FSDP manages as shards
+
     @contextmanager
     def _adapter_folded(self) -> Iterator[None]:
         """For sampling: each LoRA linear's base weight swapped for a copy with ``B A * scale``
@@ -176,7 +180,7 @@ class HFCausalLM(PeftPolicyBase):
             logprobs[:, t] = logp.gather(1, token[:, None]).squeeze(1)
             steps = t + 1
             done = done | torch.isin(token, eos)
-            if t == max_new_tokens - 1 or bool(done.all()):
+            if t == max_new_tokens - 1 or self._all_done(done):
                 break
             ids, positions = token[:, None], next_position
             mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)

@@ -139,6 +139,28 @@ class PeftPolicyBase:
     def eval(self) -> Any:
         return self.train(False)
 
+    def shard(self, wrap: Any) -> None:
+        """``Shardable``: the transformers model's own block classes (``_no_split_modules``:
+        decoder layers, vision blocks) each sharded, the value head, then the model under
+        the peft wrapper, whose forward ``generate`` and every pass run."""
+        base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+        blocks = set(getattr(base, "_no_split_modules", None) or [])
+        for module in [m for m in base.modules() if type(m).__name__ in blocks]:
+            wrap(module)
+        if self.value_head is not None:
+            wrap(self.value_head)
+        wrap(base)
+        self.lockstep = True
+
+    def _all_done(self, done: torch.Tensor) -> bool:
+        """Whether decoding can stop: every row done, on every rank once sharded."""
+        finished = bool(done.all())
+        if not getattr(self, "lockstep", False):
+            return finished
+        from rlaif.train.sharding import all_ranks_done
+
+        return all_ranks_done(finished, self.device)
+
     @contextmanager
     def adapters_disabled(self) -> Iterator[None]:
         """The frozen reference policy: the same model with the LoRA adapter switched off."""

@@ -611,6 +611,15 @@ class HFVideoVLM(PeftPolicyBase):
         base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
         return self.layout.encode_visual(base, {k: self._to_model(k, v) for k, v in video.items()})
 
+    def shard(self, wrap: Any) -> None:
+        # The vision tower runs outside the language model's forward (encode_visual, the
+        # feature cache), so its sharded weights would never be gathered, and cache hits,
+        # which differ per rank, would put the ranks' collectives out of step.
+        from rlaif.core.errors import UsageError
+
+        raise UsageError("hf-vlm cannot be sharded yet (its vision tower runs outside the language model's "
+                         "forward); use [run] sharding = \"none\"")
+
     def feature_cache_bytes(self) -> int:
         """Bytes held by the visual feature cache (on the model's device): the memory
         price of encoding each video once."""
