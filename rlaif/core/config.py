@@ -25,13 +25,14 @@ from __future__ import annotations
 import dataclasses
 import math
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from rlaif.core.errors import ConfigError
 from rlaif.core.protocols import KINDS
+from rlaif.core.schedule import Phase, parse_schedule
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -56,6 +57,7 @@ class RunSettings:
     eval_items: int = 0  # 0 = the whole test split
     checkpoint_every: int = 25
     mixed_precision: str = "no"  # no | bf16 | fp16: autocast forwards, fp32 weights and optimizer
+    sharding: str = "none"  # none | fsdp: shard the policy across processes (FSDP2), see rlaif.train.sharding
     # The oracle-failure stop: a step whose every group fails to rank, or more than this
     # share of the groups over the last failure_window steps, ends the run with an error
     # (nothing stored for that step, so --resume retries it); 1.0 never stops.
@@ -84,6 +86,8 @@ class RunConfig:
     components: dict[str, ComponentChoice] = field(
         default_factory=lambda: {k: ComponentChoice(v) for k, v in DEFAULT_COMPONENTS.items()}
     )
+    #: ``[[schedule]]`` phases (VerIPO's GRPO/DPO loop, :mod:`rlaif.core.schedule`); empty = all live steps.
+    schedule: list[Phase] = field(default_factory=list)
 
     def choice(self, kind: str) -> ComponentChoice:
         return self.components[kind]
@@ -92,6 +96,8 @@ class RunConfig:
         out: dict[str, Any] = {"run": dataclasses.asdict(self.run)}
         for kind, c in self.components.items():
             out[kind] = {"name": c.name, **c.options}
+        if self.schedule:
+            out["schedule"] = [phase.to_dict() for phase in self.schedule]
         return out
 
 
@@ -170,6 +176,8 @@ def run_problems(run: RunSettings) -> list[str]:
                 if (p := _out_of_range(f"run.{name}", getattr(run, name), bound)) is not None]
     if run.mixed_precision not in {"no", "fp16", "bf16"}:
         problems.append(f"run.mixed_precision must be one of no, fp16, bf16, got {run.mixed_precision!r}")
+    if run.sharding not in {"none", "fsdp"}:
+        problems.append(f"run.sharding must be one of none, fsdp, got {run.sharding!r}")
     return problems
 
 
@@ -193,7 +201,7 @@ def config_from_dict(data: dict[str, Any], source: str | None = None,
     unknown-component check; pass the registry's names."""
     problems: list[str] = []
     config = RunConfig()
-    valid_top = ["run", *KINDS]
+    valid_top = ["run", *KINDS, "schedule"]
     for key in data:
         if key not in valid_top:
             problems.append(f"unknown section {key!r}; valid sections: {', '.join(valid_top)}")
@@ -222,6 +230,7 @@ def config_from_dict(data: dict[str, Any], source: str | None = None,
         name = options.pop("name", DEFAULT_COMPONENTS[kind])
         config.components[kind] = ComponentChoice(name, options)
     problems += option_problems(config.components)
+    config.schedule = parse_schedule(data.get("schedule"), problems)
     if known_components is not None:
         for kind, choice in config.components.items():
             names = known_components.get(kind, [])
@@ -248,15 +257,68 @@ def read_config_data(path: str | Path | None = None, overrides: dict[str, Any] |
             raise ConfigError("config file not found; check the path or drop --config", source) from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"invalid TOML: {exc}", source) from None
-    for dotted, value in (overrides or {}).items():
+    apply_overrides(data, overrides or {})
+    return data, source
+
+
+def apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> None:
+    """Set each dotted key of ``overrides`` (``None`` skipped) in the TOML mapping ``data``."""
+    for dotted, value in overrides.items():
         if value is None:
             continue
         section, _, key = dotted.partition(".")
         table = data.setdefault(section, {})
         if isinstance(table, str):
             table = data[section] = {"name": table}
-        table[key or "name"] = value
-    return data, source
+        *parents, last = (key or "name").split(".")
+        for part in parents:  # benchmark.annotations.test = ...: into the inline table
+            inner = table.get(part)
+            if not isinstance(inner, dict):
+                inner = table[part] = {}
+            table = inner
+        table[last] = value
+
+
+def parse_value(raw: str) -> Any:
+    """A ``--set`` value as a TOML literal: ``3``, ``0.5``, ``true``, ``"a b"``,
+    ``[1, 2]``, ``{test = "t.json"}``; a bare word or path (``self``, ``/data/msvd``) is a
+    string. Raises ``ValueError`` for a value that starts as a quoted string, array or
+    table but is not one (``[1, 2``), rather than passing it on as text."""
+    text = raw.strip()
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError as exc:
+        if text[:1] in {'"', "'", "[", "{"}:
+            raise ValueError(str(exc)) from None
+        return raw
+
+
+def parse_sets(items: Sequence[str], flag: str = "--set") -> dict[str, Any]:
+    """``["oracle.judge=self", "run.steps=5"]`` -> ``{"oracle.judge": "self", "run.steps": 5}``.
+    The section must be ``run`` or a component kind; every malformed item is reported in
+    one :class:`ConfigError`."""
+    sections = ["run", *KINDS]
+    out: dict[str, Any] = {}
+    problems: list[str] = []
+    for item in items:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        section, dot, option = key.partition(".")
+        if not sep or not dot or not section or not option or "" in option.split("."):
+            problems.append(f"{flag} {item!r}: expected kind.option=value (e.g. oracle.judge=self)")
+            continue
+        if section not in sections:
+            problems.append(f"{flag} {item!r}: unknown section {section!r}; valid sections: {', '.join(sections)}")
+            continue
+        try:
+            value = parse_value(raw)
+        except ValueError as exc:
+            problems.append(f"{flag} {item!r}: not a TOML value ({exc})")
+            continue
+        out[key] = value  # the last one wins, as with any repeated flag
+    if problems:
+        raise ConfigError(problems)
+    return out
 
 
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None,

@@ -222,10 +222,31 @@ def _ranking_problem(order: Sequence[int], ties: Sequence[Sequence[int]],
     return None
 
 
+@dataclass(frozen=True)
+class PreferencePair(Record):
+    """One DPO pair a verifier built from stored rollouts (VerIPO's rollout-aware
+    verifier, :mod:`rlaif.train.verifier`): both answers are rollouts of ``prompt_id``,
+    named by the step that sampled them and their index in that step's group, with
+    their texts. ``kind`` is ``penalty``, ``consistency`` or ``reflection``; ``reason``
+    says what is wrong with the rejected one (``wrong``, ``truncated``, ``repetitive``,
+    ``inconsistent``, ``direct``)."""
+
+    SCHEMA: ClassVar[str] = "pair/1"
+    prompt_id: str
+    kind: str
+    reason: str
+    chosen_step: int
+    chosen_index: int
+    rejected_step: int
+    rejected_index: int
+    chosen_text: str = ""
+    rejected_text: str = ""
+
+
 _RECORD_FIELDS: dict[tuple[str, str], type[Record]] = {("Prompt", "video"): VideoRef}
 
 RECORD_TYPES: dict[str, type[Record]] = {
-    c.SCHEMA.partition("/")[0]: c for c in (VideoRef, Prompt, Rollout, Ranking, RunInfo)
+    c.SCHEMA.partition("/")[0]: c for c in (VideoRef, Prompt, Rollout, Ranking, RunInfo, PreferencePair)
 }
 
 

@@ -33,13 +33,14 @@ import sys
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from rlaif.core.config import RunConfig, check_config
 from rlaif.core.errors import CheckpointError, OracleError, StoreError, UsageError
-from rlaif.core.protocols import RankedBatch
+from rlaif.core.protocols import CachesVisualFeatures, RankedBatch
 from rlaif.core.records import PUBLIC_META_KEYS, Group, Prompt, Ranking, Rollout, RunInfo
 from rlaif.core.registry import Registry
 from rlaif.train.precision import Precision
@@ -51,6 +52,19 @@ from rlaif.train.run_dir import (
     releases_run_dir,
     save_policy,
 )
+from rlaif.train.sharding import (
+    check_shardable,
+    from_main,
+    full_optimizer_state,
+    full_tensor,
+    gathered,
+    is_sharded,
+    shard_like,
+    shard_policy,
+    sharded_optimizer_state,
+    sharding_mode,
+)
+from rlaif.train.veripo import phase_seconds
 
 RUN_ID = "main"
 
@@ -90,6 +104,7 @@ class RunSummary:
     processes: int = 1
     param_checksums: list[float] = field(default_factory=list)
     groups_failed: int = 0  # groups whose ranking failed, over the steps this invocation judged
+    phase_seconds: dict[str, float] = field(default_factory=dict)  # [[schedule]] runs: wall s per phase kind
 
     def to_json(self) -> str:
         return json.dumps(self.__dict__, sort_keys=True)
@@ -437,7 +452,7 @@ def update_policy(data: StepData, comp: Components, optimizer: Any, config: RunC
                     torch.autograd.backward([p for p, _ in pairs], [g for _, g in pairs])
         if accelerator is not None and accelerator.num_processes > 1:
             for p in params:
-                if p.grad is not None:
+                if p.grad is not None and not is_sharded(p.grad):  # FSDP averaged the shards already
                     p.grad.copy_(accelerator.reduce(p.grad, reduction="mean"))
         precision.unscale_(optimizer)
         metrics["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(actor, 1.0))
@@ -502,7 +517,8 @@ def step_metrics(data: StepData) -> dict[str, float]:
 def trainable_state(policy: Any) -> dict[str, Any]:
     named = getattr(policy, "named_trainable_parameters", None)
     items = list(named()) if named else [(f"p{i}", p) for i, p in enumerate(policy.trainable_parameters())]
-    return {name: p.detach().clone().contiguous() for name, p in items}
+    # A sharded parameter is gathered whole (a collective: every rank calls this).
+    return {name: full_tensor(p.detach()).clone().contiguous() for name, p in items}
 
 
 #: Written last into a checkpoint: each file's size and sha256.
@@ -536,23 +552,28 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
-def save_checkpoint(run_dir: Path, step: int, policy: Any, optimizer: Any, precision: Precision | None = None) -> Path:
+def save_checkpoint(run_dir: Path, step: int, policy: Any, optimizer: Any, precision: Precision | None = None,
+                    *, write: bool = True) -> Path:
     """Trainable weights (safetensors), optimizer state (with the fp16 loss scale) and the
     step, written to a temp dir and renamed so a kill never leaves half a checkpoint.
 
     The rename alone does not survive a power cut or a full disk: the directory can
     land before its files' bytes do. So the files are synced, and a manifest of their
     sizes and sha256, written last, lets :func:`read_checkpoint` tell a whole checkpoint
-    from a cut one."""
+    from a cut one. A sharded run calls it on every rank (gathering the shards is a
+    collective) and only rank 0 has ``write``."""
     import torch
     from safetensors.torch import save_file
 
+    trainable, optimizer_state = trainable_state(policy), full_optimizer_state(optimizer)
     final = run_dir / "checkpoints" / f"step-{step:06d}"
+    if not write:
+        return final
     tmp = final.with_name(final.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    save_file(trainable_state(policy), str(tmp / "trainable.safetensors"))
-    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+    save_file(trainable, str(tmp / "trainable.safetensors"))
+    torch.save(optimizer_state, tmp / "optimizer.pt")
     if precision is not None and precision.state_dict():
         torch.save(precision.state_dict(), tmp / "grad_scaler.pt")
     (tmp / "state.json").write_text(json.dumps({"step": step}))
@@ -626,8 +647,8 @@ def apply_checkpoint(checkpoint: Checkpoint, policy: Any, optimizer: Any, precis
     items = list(named()) if named else [(f"p{i}", p) for i, p in enumerate(policy.trainable_parameters())]
     with torch.no_grad():
         for name, p in items:
-            p.copy_(checkpoint.trainable[name])
-    optimizer.load_state_dict(checkpoint.optimizer)
+            p.copy_(shard_like(p, checkpoint.trainable[name]))
+    optimizer.load_state_dict(sharded_optimizer_state(optimizer, checkpoint.optimizer))
     if precision is not None and checkpoint.grad_scaler is not None:
         precision.load_state_dict(checkpoint.grad_scaler)
 
@@ -722,33 +743,43 @@ def _typed_row(row: Mapping[str, str | None]) -> dict[str, Any]:
     return typed
 
 
-def evaluate(comp: Components, config: RunConfig, run_dir: Path, step: int) -> dict[str, float]:
+def evaluate(comp: Components, config: RunConfig, run_dir: Path, step: int, *, write: bool = True) -> dict[str, float]:
     """Held-out metrics; the per-item answers and scores go to ``RUN_DIR/eval/step-NNNNNN.jsonl``
-    so two runs can be compared item by item (``rlaif eval --compare``)."""
+    so two runs can be compared item by item (``rlaif eval --compare``); not with ``write``
+    off (the other ranks of a sharded run, which evaluate alongside rank 0)."""
     from rlaif.train.evaluate import evaluate_items, run_items_path, write_items
 
     evaluation = evaluate_items(comp.policy, comp.benchmark, split="test", limit=config.run.eval_items)
-    write_items(run_items_path(run_dir, step), evaluation.items)
+    if write:
+        write_items(run_items_path(run_dir, step), evaluation.items)
     return evaluation.metrics
 
 
+def evaluates_here(wanted_on_main: bool, accelerator: Any, sharded: bool) -> bool:
+    """Whether this rank evaluates now: rank 0 when it wants to; with a sharded policy
+    every rank whenever rank 0 does, since each sharded forward is a collective."""
+    return bool(from_main(wanted_on_main, accelerator)) if sharded else wanted_on_main
+
+
 # --------------------------------------------------------------------------- the loop
-# Launch configs that shard the model: the loop keeps a whole replica per process.
-SHARDED = ("FSDP", "DEEPSPEED", "MEGATRON_LM")
+# Launch configs that shard the model in ways the loop does not drive. An FSDP config
+# selects the loop's own sharded mode (rlaif.train.sharding) instead.
+SHARDED = ("DEEPSPEED", "MEGATRON_LM")
 
 
 def make_accelerator() -> Any:
-    """The process group and device of this process (plain data parallel). Precision is
-    handled by :class:`~rlaif.train.precision.Precision`, not here."""
+    """The process group and device of this process (data parallel; sharding, where asked,
+    is :mod:`rlaif.train.sharding`'s). Precision is handled by
+    :class:`~rlaif.train.precision.Precision`, not here."""
     import torch
     from accelerate import Accelerator
 
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     kind = str(getattr(accelerator.distributed_type, "value", accelerator.distributed_type)).upper()
     if kind in SHARDED:
-        raise UsageError(f"accelerate config asks for {kind}, and rlaif run is plain data parallel (a whole policy "
-                         "per process, LoRA gradients averaged); launch with a multi-GPU config without "
-                         "FSDP/DeepSpeed (see README, 'Several processes or GPUs')")
+        raise UsageError(f"accelerate config asks for {kind}, and rlaif run shards only with FSDP2 "
+                         "([run] sharding = \"fsdp\" or an accelerate FSDP config); launch without "
+                         "DeepSpeed/Megatron (see README, 'Several processes or GPUs')")
     return accelerator
 
 
@@ -803,7 +834,12 @@ def run_rl(run_dir: str | Path, config: RunConfig, registry: Registry, *, resume
     init_value_head(comp)  # before the optimizer, which must see the head's parameters
     if hasattr(comp.policy, "to"):
         comp.policy.to(accelerator.device)
-    optimizer = make_optimizer(comp.policy, config)
+    # FSDP2 across the processes (one process holds the whole model anyway).
+    sharded = sharding_mode(config.run.sharding) == "fsdp" and accelerator.num_processes > 1
+    if sharded:
+        check_shardable(comp.policy, accelerator.num_processes, config.run.prompts_per_step)
+        shard_policy(comp.policy, accelerator.device, accelerator.num_processes)
+    optimizer = make_optimizer(comp.policy, config)  # over the shards when sharded
     precision = Precision.for_policy(config.run.mixed_precision, comp.policy)
     log = MetricsLog(run_dir, store)
 
@@ -812,11 +848,12 @@ def run_rl(run_dir: str | Path, config: RunConfig, registry: Registry, *, resume
     reader = store if store is not None else RunStore(run_dir, readonly=True)
     committed = reader.last_committed_step(RUN_ID) if resume else None
     sft_eval = log.evaluation(0) if main else {}
-    if main and not sft_eval:
+    if evaluates_here(main and not sft_eval, accelerator, sharded):
         # Before a checkpoint loads, as step 0 evaluates the starting policy; a resume of a
         # run killed before this evaluation computes it here too.
-        sft_eval = evaluate(comp, config, run_dir, 0)
-        log.log(0, {f"eval/{k}": v for k, v in sft_eval.items()})
+        sft_eval = evaluate(comp, config, run_dir, 0, write=main)
+        if main:
+            log.log(0, {f"eval/{k}": v for k, v in sft_eval.items()})
     if resume:
         found = newest_whole_checkpoint(run_dir, notify=_notice if main else None)
         if found is not None:
@@ -828,12 +865,23 @@ def run_rl(run_dir: str | Path, config: RunConfig, registry: Registry, *, resume
 
     bar = _Progress(config.run.steps, start_step, enabled=progress and main)
     failures = OracleFailureWatch(config.run.max_failed_share, config.run.failure_window)
+    veripo = None
+    if config.schedule:  # VerIPO's GRPO/DPO phases (rlaif.train.veripo): the loss, pool and DPO steps
+        from rlaif.train.veripo import VeripoLoop
+
+        veripo = VeripoLoop(config, registry, comp, store, reader, processes=world, run_id=RUN_ID, notify=_notice)
     for step in range(start_step + 1, config.run.steps + 1):
+        step_started = time.perf_counter()
         replayed = committed is not None and step <= committed
-        if replayed:
+        step_comp = comp if veripo is None else veripo.components(step, comp)
+        phase_extra: dict[str, float] = {}
+        if veripo is not None and veripo.is_dpo(step):  # pairs from the store: no sampling, no oracle
+            data, phase_extra = veripo.dpo_step(step, prompts_by_id, commit=not replayed)
+        elif replayed:
             data = stored_step(reader, step, comp.oracle.name, prompts_by_id)
         else:
-            prompts = select_prompts(prompts_pool, step, config.run.seed, config.run.prompts_per_step)
+            pool = prompts_pool if veripo is None else veripo.pool(step, prompts_pool)
+            prompts = select_prompts(pool, step, config.run.seed, config.run.prompts_per_step)
             data = sample_step(step, prompts[rank::world], comp, config, context_fn, precision)
             data = gather_step(data, accelerator)
             oracle_calls += data.oracle_calls
@@ -846,19 +894,24 @@ def run_rl(run_dir: str | Path, config: RunConfig, registry: Registry, *, resume
                 commit_sampled_step(store, data, comp.oracle.name)
             accelerator.wait_for_everyone()
         local = _shard(data, rank, world)
-        metrics = update_policy(local, comp, optimizer, config, accelerator, precision)
+        metrics = update_policy(local, step_comp, optimizer, config, accelerator, precision)
         metrics.update(step_metrics(data))
+        if isinstance(comp.policy, CachesVisualFeatures):
+            metrics["feature_cache_mb"] = comp.policy.feature_cache_bytes() / 2**20
+        if veripo is not None:
+            metrics.update({**phase_extra, **veripo.step_metrics(step, time.perf_counter() - step_started)})
         metrics = _mean_across(metrics, accelerator)
         # A replayed step keeps what it logged live (its timings, its evaluation): it is
         # logged again only when the kill came between its commit and its metrics.
         to_log = main and not (replayed and log.has_update(step))
-        if config.run.eval_every and step % config.run.eval_every == 0 and step != config.run.steps and to_log:
-            metrics.update({f"eval/{k}": v for k, v in evaluate(comp, config, run_dir, step).items()})
+        due = bool(config.run.eval_every) and step % config.run.eval_every == 0 and step != config.run.steps
+        if due and evaluates_here(to_log, accelerator, sharded):
+            metrics.update({f"eval/{k}": v for k, v in evaluate(comp, config, run_dir, step, write=main).items()})
         if to_log:
             log.log(step, metrics)
         if step % config.run.checkpoint_every == 0 or step == config.run.steps:
-            if main:
-                save_checkpoint(run_dir, step, comp.policy, optimizer, precision)
+            if main or sharded:  # sharded: every rank gathers, rank 0 writes
+                save_checkpoint(run_dir, step, comp.policy, optimizer, precision, write=main)
             accelerator.wait_for_everyone()
         bar.advance(step, metrics)
         if on_step is not None:
@@ -868,12 +921,15 @@ def run_rl(run_dir: str | Path, config: RunConfig, registry: Registry, *, resume
     final_eval: dict[str, float] = {}
     if main:
         final_eval = log.evaluation(config.run.steps)  # a resumed finished run keeps its own
-        if not final_eval:
-            final_eval = evaluate(comp, config, run_dir, config.run.steps)
+    if evaluates_here(main and not final_eval, accelerator, sharded):
+        final_eval = evaluate(comp, config, run_dir, config.run.steps, write=main)
+        if main:
             log.log(config.run.steps, {f"eval/{k}": v for k, v in final_eval.items()})
-        save_policy(comp.policy, run_dir)
-        if store is not None:
-            store.close()
+    with gathered(comp.policy) if sharded else nullcontext():  # save() reads whole tensors
+        if main:
+            save_policy(comp.policy, run_dir)
+    if main and store is not None:
+        store.close()
     if lock is not None:
         lock.release()
     checksums = _param_checksums(comp.policy, accelerator)
@@ -887,7 +943,7 @@ def run_rl(run_dir: str | Path, config: RunConfig, registry: Registry, *, resume
         sft_accuracy=sft_eval.get("acc/all"), final_accuracy=final_eval.get("acc/all"),
         wall_seconds=time.perf_counter() - started, oracle_calls=oracle_calls, groups_failed=failures.total_failed,
         oracle=config.choice("oracle").name, loss=config.choice("loss").name,
-        eval=final_eval, sft_eval=sft_eval,
+        eval=final_eval, sft_eval=sft_eval, phase_seconds=phase_seconds(log.rows) if veripo is not None else {},
     )
 
 

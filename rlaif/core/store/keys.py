@@ -13,8 +13,9 @@ Layout (``R`` = run id, ``O`` = oracle, ``S`` = step as 8 bytes, ``I`` = 4-byte 
     rollouts    R \\0 S I(prompt) I(rollout) -> Rollout
     rankings    R \\0 S O \\0 I(group)       -> Ranking
     metrics     R \\0 S                     -> {"values": {...}}
+    pairs       R \\0 S I(pair)             -> PreferencePair (S: first step of the DPO phase they feed)
     narratives  key                       -> {"text": ..., "meta": {...}}
-    commits     R \\0 kind \\0 [O \\0] S      -> commit marker (kind: step | rollouts | rankings)
+    commits     R \\0 kind \\0 [O \\0] S      -> commit marker (kind: step | rollouts | rankings | pairs)
     meta        name                      -> store format
 """
 
@@ -41,6 +42,7 @@ MAX_NARRATIVE_KEY_BYTES = 400
 STEP_MARKER = "step"
 ROLLOUTS_MARKER = "rollouts"
 RANKINGS_MARKER = "rankings"
+PAIRS_MARKER = "pairs"
 
 
 def name_bytes(name: str, what: str = "name") -> bytes:
@@ -98,6 +100,11 @@ def ranking_key(run_id: str, step: int, oracle: str, group_index: int) -> bytes:
     return ranking_prefix(run_id, step, oracle) + _RANKING_TAIL.pack(
         _check_int(group_index, "group index", 1 << 32)
     )
+
+
+def pair_key(run_id: str, step: int, index: int) -> bytes:
+    """Key of the ``index``-th verifier pair of the DPO phase starting at ``step``."""
+    return step_prefix(run_id, step) + _INDEX.pack(_check_int(index, "pair index", 1 << 32))
 
 
 def prompt_key(run_id: str, prompt_id: str) -> bytes:
@@ -164,6 +171,8 @@ def describe(db: str, key: bytes) -> dict[str, Any]:
         if db == "rollouts":
             step, prompt_index, index = _ROLLOUT_TAIL.unpack_from(key, at)
             return {"run": run, "step": step, "prompt_index": prompt_index, "index": index}
+        if db == "pairs":
+            return {"run": run, "step": read_step(key, at), "index": _INDEX.unpack_from(key, at + 8)[0]}
         if db == "rankings":
             step = read_step(key, at)
             oracle, at = split_name(key, at + 8)

@@ -49,7 +49,7 @@ from typing import IO, Any, Literal, NamedTuple, TypeVar, overload
 import lmdb
 
 from rlaif.core.errors import DamagedRecordError, DamagedStoreError, StoreError, UsageError
-from rlaif.core.records import Prompt, Ranking, Record, Rollout, RunInfo
+from rlaif.core.records import PreferencePair, Prompt, Ranking, Record, Rollout, RunInfo
 from rlaif.core.store import STORE_DIRNAME
 from rlaif.core.store import keys as K
 from rlaif.core.store.codec import (
@@ -72,9 +72,12 @@ T = TypeVar("T")
 FORMAT = "store/2"
 #: Named databases, in the order an export writes them: commit markers last, so a
 #: partial import never shows a marker without its data.
-DATABASES = ("meta", "runs", "prompts", "rollouts", "rankings", "metrics", "narratives", "commits")
+DATABASES = ("meta", "runs", "prompts", "rollouts", "rankings", "metrics", "pairs", "narratives", "commits")
+#: Databases a store written by an older rlaif may lack: created when it is opened for
+#: writing, read as empty when it is opened read-only.
+OPTIONAL_DATABASES = frozenset({"pairs"})
 #: Kinds of shard that :meth:`RunStore.iter_shard` reads.
-SHARD_KINDS = ("rollouts", "rankings")
+SHARD_KINDS = ("rollouts", "rankings", "pairs")
 DEFAULT_MAP_SIZE = 8 << 20
 _MAX_MAP_SIZE = 1 << 42
 _IMPORT_BATCH = 4096
@@ -82,7 +85,7 @@ _IMPORT_BATCH = 4096
 _UNREADABLE: tuple[type[Exception], ...] = (*DECODE_ERRORS, KeyError, AttributeError)
 #: What each record database must hold (checked on read and by ``verify``).
 _RECORD_CLASSES: dict[str, type[Record]] = {
-    "runs": RunInfo, "prompts": Prompt, "rollouts": Rollout, "rankings": Ranking,
+    "runs": RunInfo, "prompts": Prompt, "rollouts": Rollout, "rankings": Ranking, "pairs": PreferencePair,
 }  # fmt: skip
 
 # LMDB's on-disk meta page (lmdb.h / mdb.c, data format version 1): a page header
@@ -264,6 +267,8 @@ def _open_env(path: Path, readonly: bool, map_size: int, sync: bool) -> _Env:
                 try:
                     dbs[name] = env.open_db(name.encode(), create=False)
                 except lmdb.NotFoundError:
+                    if name in OPTIONAL_DATABASES:
+                        continue
                     raise StoreError(
                         f"{path} is an LMDB environment but not an rlaif store (no {name!r} db)"
                     ) from None
@@ -513,6 +518,10 @@ class RunStore:
     def _db(self, name: str) -> Any:
         return self._handle.dbs[name]
 
+    def _databases(self) -> list[str]:
+        """:data:`DATABASES` this store holds (a read-only older store may lack a new one)."""
+        return [name for name in DATABASES if name in self._handle.dbs]
+
     # ------------------------------------------------------------------ checked reads
 
     def _damaged(self, db: str, key: bytes, problem: str) -> DamagedRecordError:
@@ -719,6 +728,51 @@ class RunStore:
         values = _metric_values(metrics)
         self._write(lambda txn: self._merge_metrics(txn, run_id, step, values, overwrite))
 
+    def put_pairs(
+        self,
+        run_id: str,
+        step: int,
+        pairs: Sequence[PreferencePair],
+        *,
+        summary: Mapping[str, Any] | None = None,
+        overwrite: bool = False,
+    ) -> None:
+        """Write the verifier's pairs for the DPO phase starting at ``step``, with its
+        marker, in one transaction. ``summary`` (plain values: counts per pair kind, the
+        prompts dropped from the pool) rides in the marker; :meth:`pairs_summary` reads it."""
+        items = []
+        for i, pair in enumerate(pairs):
+            if not isinstance(pair, PreferencePair):
+                raise TypeError(f"expected PreferencePair records, got {type(pair).__name__}")
+            key = K.pair_key(run_id, step, i)
+            items.append((key, seal(key, encode_record(pair))))
+        extra = _metric_values(dict(summary or {}))
+        extra.pop("kind", None)
+        extra.pop("count", None)
+
+        def body(txn: lmdb.Transaction[bytes]) -> None:
+            marker = K.marker_key(run_id, K.PAIRS_MARKER, step)
+            if txn.get(marker, db=self._db("commits")) is not None:
+                if not overwrite:
+                    raise StoreError(
+                        f"{_shard_name('pairs', run_id, step)} is already stored; pass overwrite=True to replace it"
+                    )
+                _delete_prefix(txn, self._db("pairs"), K.step_prefix(run_id, step))
+            _put_sorted(txn, self._db("pairs"), items)
+            txn.put(marker, _marker(marker, K.PAIRS_MARKER, **extra, count=len(items)), db=self._db("commits"))
+
+        self._write(body)
+
+    def pairs_summary(self, run_id: str, step: int) -> dict[str, Any] | None:
+        """What :meth:`put_pairs` recorded with the pairs of ``step`` (plus ``count``), or
+        None when no pair shard is committed there."""
+        key = K.marker_key(run_id, K.PAIRS_MARKER, step)
+        raw = self._get("commits", key)
+        if raw is None:
+            return None
+        data = self._value("commits", key, raw)
+        return {k: v for k, v in data.items() if k not in ("schema", "kind", "time")}
+
     def delete_shard(self, kind: str, run_id: str, step: int, oracle: str | None = None) -> int:
         """Remove a committed shard and its marker; returns how many records went.
         Rollouts cannot go while rankings of them remain."""
@@ -838,6 +892,8 @@ class RunStore:
                 raise UsageError("a ranking shard is named by its oracle: pass oracle=...")
             marker = K.marker_key(run_id, K.RANKINGS_MARKER, step, oracle)
             return "rankings", K.ranking_prefix(run_id, step, oracle), marker
+        if kind == "pairs":
+            return "pairs", K.step_prefix(run_id, step), K.marker_key(run_id, K.PAIRS_MARKER, step)
         raise UsageError(f"unknown shard kind {kind!r}; choose one of: {', '.join(SHARD_KINDS)}")
 
     def _shard_items(
@@ -846,13 +902,16 @@ class RunStore:
         db, prefix, marker = self._shard_location(kind, run_id, step, oracle)
         with self._reading() as txn:
             if txn.get(marker, db=self._db("commits")) is None:
-                if kind == "rollouts":
-                    stored = self._marker_steps(txn, K.marker_prefix(run_id, K.ROLLOUTS_MARKER))
+                if kind in ("rollouts", "pairs"):
+                    marker_kind = K.ROLLOUTS_MARKER if kind == "rollouts" else K.PAIRS_MARKER
+                    stored = self._marker_steps(txn, K.marker_prefix(run_id, marker_kind))
                 else:
                     stored = self._marker_steps(txn, K.marker_prefix(run_id, K.RANKINGS_MARKER, oracle))
                 raise StoreError(
                     f"no committed {_shard_name(kind, run_id, step, oracle)} (committed steps: {_steps_summary(stored)})"
                 )
+            if db not in self._handle.dbs:
+                return []
             return _prefix_items(txn, self._db(db), prefix)
 
     @overload
@@ -919,6 +978,8 @@ class RunStore:
             if kind == "rankings":
                 prefix = K.marker_prefix(run_id, K.RANKINGS_MARKER, oracle)
                 return sorted(set(self._marker_steps(txn, prefix)))
+            if kind == "pairs":
+                return self._marker_steps(txn, K.marker_prefix(run_id, K.PAIRS_MARKER))
             if kind == "metrics":
                 prefix = K.run_prefix(run_id)
                 cur = txn.cursor(db=self._db("metrics"))
@@ -929,7 +990,7 @@ class RunStore:
                             break
                         found.append(K.read_step(key, len(prefix)))
                 return found
-        raise UsageError(f"unknown step kind {kind!r}; choose one of: committed, rollouts, rankings, metrics")
+        raise UsageError(f"unknown step kind {kind!r}; choose one of: committed, rollouts, rankings, pairs, metrics")
 
     def _marker_steps(self, txn: lmdb.Transaction[bytes], prefix: bytes) -> list[int]:
         cur = txn.cursor(db=self._db("commits"))
@@ -1031,6 +1092,8 @@ class RunStore:
                     "rankings": {},
                     "metric_steps": 0,
                     "prompts": 0,
+                    "pair_shards": 0,
+                    "pairs": 0,
                 },
             )
 
@@ -1041,7 +1104,8 @@ class RunStore:
                 raise self._damaged(db, key, "the key is not a run's key") from None
 
         with self._reading() as txn:
-            entries = {name: txn.stat(self._db(name))["entries"] for name in DATABASES}
+            entries = {name: txn.stat(self._db(name))["entries"] if name in self._handle.dbs else 0
+                       for name in DATABASES}
             for key, raw in txn.cursor(db=self._db("runs")):
                 run_entry(self._record("runs", key, raw).run_id)["info"] = True
             for key, raw in txn.cursor(db=self._db("commits")):
@@ -1060,6 +1124,9 @@ class RunStore:
                     per = entry["rankings"].setdefault(where["oracle"], {"shards": 0, "rankings": 0})
                     per["shards"] += 1
                     per["rankings"] += marker.get("count", 0)
+                elif where["kind"] == K.PAIRS_MARKER:
+                    entry["pair_shards"] += 1
+                    entry["pairs"] += marker.get("count", 0)
             for name, counter in (("metrics", "metric_steps"), ("prompts", "prompts")):
                 for key in txn.cursor(db=self._db(name)).iternext(keys=True, values=False):
                     run_entry(run_of(name, key))[counter] += 1
@@ -1094,7 +1161,7 @@ class RunStore:
             noted.add((db, key))
 
         with self._reading() as txn:
-            for name in DATABASES:
+            for name in self._databases():
                 try:
                     for key, raw in txn.cursor(db=self._db(name)):
                         records += 1
@@ -1132,7 +1199,7 @@ class RunStore:
             where = K.describe(db, key)
             if where.get("kind") != kind or "step" not in where:
                 raise self._damaged(db, key, f"a {kind!r} marker under a key that is not one")
-            if kind in (K.ROLLOUTS_MARKER, K.RANKINGS_MARKER):
+            if kind in (K.ROLLOUTS_MARKER, K.RANKINGS_MARKER, K.PAIRS_MARKER):
                 markers[key] = self._field(db, key, data, "count", int)
 
     def export(self, dest: str | os.PathLike[str] | IO[str]) -> int:
@@ -1149,7 +1216,7 @@ class RunStore:
                 return self.export(fh)
         count = 0
         with self._reading() as txn:
-            for name in DATABASES:
+            for name in self._databases():
                 for key, raw in txn.cursor(db=self._db(name)):
                     line: dict[str, Any] = {"db": name, "key": key.hex(), "at": K.describe(name, key)}
                     value = self._value(name, key, raw)
@@ -1171,7 +1238,7 @@ class RunStore:
             with open(src, encoding="utf-8") as fh:
                 return self.import_jsonl(fh)
         with self._reading() as txn:
-            used = [n for n in DATABASES if n != "meta" and txn.stat(self._db(n))["entries"]]
+            used = [n for n in self._databases() if n != "meta" and txn.stat(self._db(n))["entries"]]
         if used:
             raise StoreError(f"import needs an empty store; {self.path} already holds {', '.join(used)}")
         count, batch = 0, []
@@ -1321,6 +1388,8 @@ def _shard_marker(db: str, key: bytes) -> bytes | None:
     try:
         if db == "rollouts":
             return K.marker_key(at["run"], K.ROLLOUTS_MARKER, at["step"])
+        if db == "pairs":
+            return K.marker_key(at["run"], K.PAIRS_MARKER, at["step"])
         return K.marker_key(at["run"], K.RANKINGS_MARKER, at["step"], at["oracle"])
     except UsageError:  # a damaged key whose names no longer make a key
         return None
