@@ -16,37 +16,93 @@ from rlaif.cli.options import component_option, config_option, set_option
 
 @handle_errors
 def sft_command(
-    out: Optional[Path] = typer.Option(None, "--out", help="Checkpoint dir (default: the cache's default SFT dir)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Checkpoint dir (default, embedded recipe only: the "
+                                       "cache's default SFT dir)."),
+    policy: Optional[str] = typer.Option(None, "--policy", help="A policy name (hf-vlm) or a model dir / hub id "
+                                         "(= --set policy.path=...): train it instead of the embedded default."),
     benchmark: Optional[str] = component_option("benchmark", "The benchmark by name (= --set benchmark.name=NAME; "
                                                 "default: --config's [benchmark], else video-world)."),
-    config: Optional[Path] = config_option("Run TOML whose [benchmark] table (name and options) is trained on."),
+    config: Optional[Path] = config_option("Run TOML whose [benchmark] and [policy] tables (name and options) are "
+                                           "trained; [run] grad_accum and mixed_precision are the defaults."),
     sets: Optional[list[str]] = set_option(),
     seed: int = typer.Option(0, "--seed"),
-    curriculum: bool = typer.Option(True, "--curriculum/--no-curriculum", help="Easy (short answers) then hard."),
-    lora_r: int = typer.Option(32, "--lora-r"),
-    lora_alpha: int = typer.Option(32, "--lora-alpha"),
-    epochs_per_stage: Optional[int] = typer.Option(None, "--epochs-per-stage", help="Default: the recipe's."),
+    curriculum: bool = typer.Option(True, "--curriculum/--no-curriculum", help="Embedded recipe: easy (short "
+                                    "answers) then hard."),
+    lora_r: int = typer.Option(32, "--lora-r", help="Embedded recipe (a chosen policy: [policy] lora_r)."),
+    lora_alpha: int = typer.Option(32, "--lora-alpha", help="Embedded recipe (a chosen policy: [policy] lora_alpha)."),
+    epochs_per_stage: Optional[int] = typer.Option(None, "--epochs-per-stage", help="Embedded recipe; default: "
+                                                   "the recipe's."),
+    split: Optional[str] = typer.Option(None, "--split", help="Chosen policy: the split trained on (default sft)."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="Chosen policy: passes over the split (default 1)."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Chosen policy: examples per micro-batch "
+                                             "(default 4)."),
+    grad_accum: Optional[int] = typer.Option(None, "--grad-accum", help="Chosen policy: micro-batches per "
+                                             "optimizer step (default: [run] grad_accum, 1)."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Chosen policy: peak AdamW learning rate (default 2e-4)."),
+    schedule: Optional[str] = typer.Option(None, "--schedule", help="Chosen policy: cosine | linear | constant | "
+                                           "cosine_with_restarts | polynomial, after the warmup (default cosine)."),
+    warmup: Optional[float] = typer.Option(None, "--warmup", help="Chosen policy: share of the steps warming up "
+                                           "linearly (default 0.03)."),
+    mixed_precision: Optional[str] = typer.Option(None, "--mixed-precision", help="Chosen policy: no | bf16 | "
+                                                  "fp16 (default: [run] mixed_precision)."),
+    max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Chosen policy: stop after this many "
+                                            "optimizer steps."),
     as_json: bool = typer.Option(False, "--json", help="Print the SFT metrics as one JSON line."),
 ) -> None:
-    """VLM-RLAIF curriculum SFT (LoRA + projector) of the default tiny video LM."""
-    from rlaif.cli.options import build_config, gather
+    """Supervised fine-tuning. With a policy chosen (--policy, [policy] or --set policy.*):
+    its adapter on the benchmark's answers (sft_examples), saved where `rlaif run` and
+    `rlaif eval` load it as [policy] path. Without: VLM-RLAIF's curriculum SFT of the
+    embedded tiny video LM on the embedded video world (cached)."""
+    from rlaif.cli.options import build_config, gather, policy_flag
     from rlaif.core.errors import UsageError
     from rlaif.core.registry import load_plugins
 
     registry = load_plugins()
-    given = gather(config, sets, {"benchmark.name": ("--benchmark", benchmark)}, uses=("benchmark",),
-                   command="rlaif sft")
-    choice = build_config(given.only("benchmark"), registry, ("benchmark",)).choice("benchmark")
-    if out is None and (not curriculum or epochs_per_stage is not None or (lora_r, lora_alpha) != (32, 32)):
+    flags = {"benchmark.name": ("--benchmark", benchmark), **policy_flag(policy, registry)}
+    given = gather(config, sets, flags, uses=("run", "benchmark", "policy"), command="rlaif sft")
+    chosen_policy = "policy" in given.data
+    cfg = build_config(given.only("run", "benchmark", *(("policy",) if chosen_policy else ())), registry,
+                       ("benchmark", "policy") if chosen_policy else ("benchmark",))
+    choice = cfg.choice("benchmark")
+    generic = {"--split": split, "--epochs": epochs, "--batch-size": batch_size, "--grad-accum": grad_accum,
+               "--lr": lr, "--schedule": schedule, "--warmup": warmup, "--mixed-precision": mixed_precision,
+               "--max-steps": max_steps}
+    embedded = {"--no-curriculum": not curriculum, "--epochs-per-stage": epochs_per_stage is not None,
+                "--lora-r/--lora-alpha": (lora_r, lora_alpha) != (32, 32)}
+    # every refusal before the benchmark is built (the embedded world builds videos)
+    given_generic = [k for k, v in generic.items() if v is not None]
+    if chosen_policy and any(embedded.values()):
+        raise UsageError(f"{', '.join(k for k, v in embedded.items() if v)}: options of the embedded recipe; "
+                         "a chosen policy takes [policy] lora_r/lora_alpha and --epochs")
+    if chosen_policy and out is None:
+        raise UsageError("a chosen policy's SFT needs --out DIR (its adapter is saved there)")
+    if not chosen_policy and given_generic:
+        raise UsageError(f"{', '.join(given_generic)}: options for a chosen policy's SFT; choose one with "
+                         "--policy NAME_OR_DIR or --set policy.name=...")
+    if not chosen_policy and out is None and any(embedded.values()):
         raise UsageError("--no-curriculum, --epochs-per-stage and --lora-r/--lora-alpha change the recipe: "
                          "pass --out DIR (the cache holds only the default recipe's SFT policy)")
-    from rlaif.train.sft import default_sft_dir, run_sft
-
     bench = registry.build("benchmark", choice.name, choice.options)
-    target = out or default_sft_dir(bench, seed=seed)
-    extra = {} if epochs_per_stage is None else {"epochs_per_stage": epochs_per_stage}
-    metrics = run_sft(target, benchmark=bench, seed=seed, curriculum=curriculum, lora_r=lora_r,
-                      lora_alpha=lora_alpha, progress=not as_json, **extra)
+    if chosen_policy:
+        from rlaif.core.protocols import SupervisedLoss, require_capability
+        from rlaif.train.sft import train_supervised
+
+        chosen = cfg.choice("policy")
+        model = registry.build("policy", chosen.name, dict(chosen.options), benchmark=bench, seed=seed)
+        require_capability(model, SupervisedLoss, "rlaif sft")
+        settings = {k.lstrip("-").replace("-", "_"): v for k, v in generic.items() if v is not None}
+        settings.setdefault("grad_accum", cfg.run.grad_accum)
+        settings.setdefault("mixed_precision", cfg.run.mixed_precision)
+        target = out
+        metrics = train_supervised(target, policy=model, benchmark=bench, seed=seed, progress=not as_json,
+                                   **settings)
+    else:
+        from rlaif.train.sft import default_sft_dir, run_sft
+
+        target = out or default_sft_dir(bench, seed=seed)
+        extra = {} if epochs_per_stage is None else {"epochs_per_stage": epochs_per_stage}
+        metrics = run_sft(target, benchmark=bench, seed=seed, curriculum=curriculum, lora_r=lora_r,
+                          lora_alpha=lora_alpha, progress=not as_json, **extra)
     if as_json:
         print(json.dumps({"out": str(target), **metrics}, default=str))
     else:

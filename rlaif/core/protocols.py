@@ -132,6 +132,54 @@ class ValueModel(Protocol):
 
 
 @runtime_checkable
+class SupervisedLoss(Protocol):
+    """Optional capability of a policy that ``rlaif sft`` can train: teacher-forced
+    cross-entropy of target answers (the policy's own prompt format and end token)."""
+
+    def sequence_loss(self, prompts: Sequence[Prompt], answers: Sequence[str]) -> Any:
+        """Differentiable scalar: the mean over answers of each ``answers[i] + EOS``'s
+        token-mean negative log-likelihood given ``prompts[i]``."""
+        ...
+
+
+@runtime_checkable
+class LastHiddenState(Protocol):
+    """Optional capability of a policy a reward model can sit on (``rlaif train-rm``):
+    the final hidden state of each response's last token, read through the policy's
+    active adapter, so a scalar head on it trains with that adapter."""
+
+    hidden_size: int
+
+    def last_hidden_states(self, prompts: Sequence[Prompt], responses: Sequence[Sequence[int]]) -> Any:
+        """``[N, hidden_size]`` hidden states (with grad) of the last token of
+        ``responses[i]`` (token ids, as :meth:`answer_ids` gives them) after ``prompts[i]``."""
+        ...
+
+    def answer_ids(self, answer: str) -> list[int]:
+        """Token ids of a target answer as the policy would produce it, then EOS."""
+        ...
+
+
+def require_capability(component: Any, capability: type, role: str) -> None:
+    """Raise a one-line :class:`~rlaif.core.errors.UsageError` unless ``component`` has
+    every method and attribute of the optional protocol ``capability``, naming the
+    missing pieces and what needs them (``role``, e.g. "rlaif sft")."""
+    from rlaif.core.errors import UsageError
+
+    missing = [n for n in _protocol_members(capability) if not hasattr(component, n)]
+    if missing:
+        name = getattr(component, "name", type(component).__name__)
+        raise UsageError(f"{role} needs a component with the {capability.__name__} capability; {name!r} lacks "
+                         f"{', '.join(missing)}")
+
+
+def _protocol_members(capability: type) -> list[str]:
+    names = set(getattr(capability, "__annotations__", {}))
+    names |= {n for n, v in vars(capability).items() if callable(v) and not n.startswith("_")}
+    return sorted(names)
+
+
+@runtime_checkable
 class Oracle(Protocol):
     """Orders a group of candidate answers to one prompt (no trained reward model needed)."""
 

@@ -160,17 +160,16 @@ def split_prompts(pairs: Sequence[PreferencePair], holdout: float = 0.2, seed: i
 class RewardModel:
     """A scalar reward on a policy's last-token hidden state (see the module docstring).
 
-    ``policy`` must offer the ``tiny-video-lm`` internals (``_requests``, ``_layout``,
-    ``lm``, ``answer_ids``): the reward reads the same inputs the policy reads."""
+    ``policy`` must have the :class:`~rlaif.core.protocols.LastHiddenState` capability
+    (the built-in policies do): the reward reads the same inputs the policy reads."""
 
     def __init__(self, policy: Any, head: Any = None, *, seed: int = 0) -> None:
         import torch
         from torch import nn
 
-        missing = [a for a in ("_requests", "_layout", "lm", "answer_ids", "hidden_size") if not hasattr(policy, a)]
-        if missing:
-            raise UsageError(f"the reward model needs a tiny-video-lm-like policy; {type(policy).__name__} lacks "
-                             f"{', '.join(missing)}")
+        from rlaif.core.protocols import LastHiddenState, require_capability
+
+        require_capability(policy, LastHiddenState, "the reward model (rlaif train-rm)")
         self.policy = policy
         if head is None:
             gen = torch.Generator().manual_seed(seed)
@@ -198,14 +197,7 @@ class RewardModel:
             raise ValueError(f"{len(prompts)} prompts for {len(answers)} answers")
         if not prompts:
             return torch.zeros(0)
-        policy = self.policy
-        responses = [self.response_ids(a) for a in answers]
-        embeds, mask, positions, P = policy._layout(policy._requests(prompts), responses)  # [N, S, H], [N, S]
-        out = policy.lm(inputs_embeds=embeds, attention_mask=mask, position_ids=positions,
-                        output_hidden_states=True, logits_to_keep=1)
-        hidden = out.hidden_states[-1]  # [N, S, H]
-        last = torch.tensor([P + len(r) - 1 for r in responses], device=hidden.device)  # [N]
-        states = hidden[torch.arange(len(responses), device=hidden.device), last]  # [N, H]
+        states = self.policy.last_hidden_states(prompts, [self.response_ids(a) for a in answers])  # [N, H]
         return self.head(states.to(self.head.weight.dtype)).squeeze(-1)  # [N]
 
     def score(self, prompts: Sequence[Prompt], answers: Sequence[Rollout | str], batch: int = 64) -> list[float]:
@@ -340,8 +332,10 @@ def _choose_oracle(store: Any, run_id: str, oracle: str | None, configured: str 
 
 
 def train_reward_model(
-    run_dir: str | Path,
+    run_dir: str | Path | None,
     *,
+    preference_split: str = "sft",
+    benchmark_spec: dict[str, Any] | None = None,
     oracle: str | None = None,
     pairs: str = "all",
     lora_r: int = 64,
@@ -362,12 +356,14 @@ def train_reward_model(
 ) -> dict[str, Any]:
     """Train a reward model on the stored rankings of ``run_dir`` and save it to
     ``out_dir`` (default ``RUN_DIR/reward_model``); returns ``rm.json``'s contents.
+    With ``run_dir=None`` the pairs are ``benchmark.preference_pairs(preference_split)``
+    instead (e.g. VLM-RLAIF's preference files given to ``video-qa``), on the given
+    ``policy`` (built with a fresh adapter), saved to ``out_dir``.
     ``options`` (kind -> options) are set over the stored config's ``[benchmark]`` and
     ``[policy]`` options (the videos moved, another checkpoint dir).
 
     ``policy``/``benchmark`` override what the run's config builds (tests); a given
     ``policy`` is trained as is (its trainable parameters are the RM's adapter)."""
-    import torch
 
     from rlaif.core.config import config_from_dict
     from rlaif.core.store import RunStore
@@ -378,6 +374,12 @@ def train_reward_model(
     if pairs not in PAIR_MODES:
         raise UsageError(f"--pairs must be one of {', '.join(PAIR_MODES)}, got {pairs!r}")
     started = time.perf_counter()
+    if run_dir is None:
+        return _train_on_benchmark_pairs(
+            policy=policy, benchmark=benchmark, split=preference_split, pairs_mode=pairs, lora_r=lora_r,
+            lora_alpha=lora_alpha, lr=lr, epochs=epochs, batch_size=batch_size, holdout=holdout,
+            center_coef=center_coef, max_pairs=max_pairs, seed=seed or 0, out_dir=out_dir, progress=progress,
+            spec=benchmark_spec)
     run_dir = Path(run_dir)
     with RunStore(run_dir, readonly=True) as store:
         info = store.get_run(RUN_ID)
@@ -417,6 +419,74 @@ def train_reward_model(
             options["path"] = path
         options.update(lora_r=lora_r, lora_alpha=lora_alpha or lora_r, new_adapter=True, value_head=False)
         policy = registry.build("policy", policy_name, options, benchmark=benchmark, seed=seed)
+    result = _fit(policy, train, held, prompts, lr=lr, epochs=epochs, batch_size=batch_size, center_coef=center_coef,
+                  seed=seed, progress=progress)
+    result = {
+        "run_dir": str(run_dir),
+        "oracle": oracle_name,
+        "policy": policy_name,
+        "benchmark": {"name": config.choice("benchmark").name, "options": dict(config.choice("benchmark").options)},
+        "pairs_mode": pairs,
+        "pairs": len(all_pairs),
+        "lora_r": int(getattr(policy, "lora_r", lora_r)),
+        "lora_alpha": int(getattr(policy, "lora_alpha", lora_alpha or lora_r)),
+        **result,
+    }
+    return _finish(result["model"], result, started, Path(out_dir) if out_dir is not None else run_dir / RM_DIRNAME)
+
+
+def _train_on_benchmark_pairs(*, policy: Any, benchmark: Any, split: str, pairs_mode: str, lora_r: int,
+                              lora_alpha: int | None, lr: float, epochs: int, batch_size: int, holdout: float,
+                              center_coef: float, max_pairs: int | None, seed: int, out_dir: str | Path | None,
+                              progress: bool, spec: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The reward model on a benchmark's own preference pairs (no run store)."""
+    from rlaif.train.rl import seed_everything
+
+    started = time.perf_counter()
+    make = getattr(benchmark, "preference_pairs", None)
+    name = getattr(benchmark, "name", type(benchmark).__name__)
+    if not callable(make):
+        raise UsageError(f"benchmark {name!r} has no preference_pairs; give a run directory, or a benchmark with "
+                         "preference files (video-qa: preferences = ...)")
+    if policy is None or out_dir is None:
+        raise UsageError("training on a benchmark's preference pairs needs a [policy] and --out DIR")
+    examples = list(make(split))
+    if not examples:
+        raise UsageError(f"benchmark {name!r} has no {split!r} preference pairs")
+    prompts = {ex.prompt.prompt_id: ex.prompt for ex in examples}
+    all_pairs = [PreferencePair(ex.prompt_id, ex.chosen, ex.rejected) for ex in examples
+                 if ex.chosen.text.strip() != ex.rejected.text.strip()]
+    seed_everything(seed)
+    if max_pairs is not None and len(all_pairs) > max_pairs:
+        all_pairs = random.Random(f"rm-pairs:{seed}").sample(all_pairs, max_pairs)
+    train, held = split_prompts(all_pairs, holdout, seed)
+    result = _fit(policy, train, held, prompts, lr=lr, epochs=epochs, batch_size=batch_size, center_coef=center_coef,
+                  seed=seed, progress=progress)
+    result = {"run_dir": None, "source": f"{name}:{split}", "policy": getattr(policy, "name", type(policy).__name__),
+              "benchmark": spec or {"name": name}, "pairs_mode": pairs_mode, "pairs": len(all_pairs),
+              "lora_r": int(getattr(policy, "lora_r", lora_r)),
+              "lora_alpha": int(getattr(policy, "lora_alpha", lora_alpha or lora_r)), **result}
+    return _finish(result["model"], result, started, Path(out_dir))
+
+
+def _finish(model: RewardModel, result: dict[str, Any], started: float, target: Path) -> dict[str, Any]:
+    result = {k: v for k, v in result.items() if k != "model"}
+    result["seconds"] = round(time.perf_counter() - started, 3)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save(tmp, result)
+    if target.exists():
+        shutil.rmtree(target)
+    os.replace(tmp, target)
+    return result
+
+
+def _fit(policy: Any, train: list[PreferencePair], held: list[PreferencePair], prompts: dict[str, Prompt], *,
+         lr: float, epochs: int, batch_size: int, center_coef: float, seed: int, progress: bool) -> dict[str, Any]:
+    """Bradley-Terry training of a reward head (and the policy's fresh adapter) on
+    ``train``; the metrics of ``rm.json`` plus ``model``."""
+    import torch
+
     if torch.cuda.is_available() and hasattr(policy, "to"):
         policy.to("cuda")
     model = RewardModel(policy, seed=seed)
@@ -448,18 +518,11 @@ def train_reward_model(
     bar.close()
     k = max(1, len(losses) // 10)
     sample = random.Random(f"rm-train-eval:{seed}").sample(train, min(len(train), 512))
-    result: dict[str, Any] = {
-        "run_dir": str(run_dir),
-        "oracle": oracle_name,
-        "policy": policy_name,
-        "benchmark": {"name": config.choice("benchmark").name, "options": dict(config.choice("benchmark").options)},
-        "pairs_mode": pairs,
-        "pairs": len(all_pairs),
+    return {
+        "model": model,
         "train_pairs": len(train),
         "heldout_pairs": len(held),
         "heldout_prompts": len({p.prompt_id for p in held}),
-        "lora_r": int(getattr(policy, "lora_r", lora_r)),
-        "lora_alpha": int(getattr(policy, "lora_alpha", lora_alpha or lora_r)),
         "lr": lr,
         "epochs": epochs,
         "batch_size": batch_size,
@@ -474,15 +537,6 @@ def train_reward_model(
         "heldout_accuracy": model.pairwise_accuracy(held, prompts),
         "seconds": 0.0,
     }
-    result["seconds"] = round(time.perf_counter() - started, 3)
-    target = Path(out_dir) if out_dir is not None else run_dir / RM_DIRNAME
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save(tmp, result)
-    if target.exists():
-        shutil.rmtree(target)
-    os.replace(tmp, target)
-    return result
 
 
 class _Bar:

@@ -341,6 +341,142 @@ def run_sft(
     return metrics
 
 
+# -- any policy with an SFT loss, any benchmark with answers -----------------------------
+#: ``--schedule`` choices: transformers' learning-rate schedules, each after a linear warmup.
+SCHEDULES = ("cosine", "linear", "constant", "cosine_with_restarts", "polynomial")
+SUPERVISED_RECIPE = "sft-supervised/1"
+
+
+def supervised_examples(benchmark: Any, split: str = "sft") -> list[Prompt]:
+    """What a foreign benchmark teaches: ``benchmark.sft_examples(split)`` where it has
+    them (video-qa: questions with answers, then each conversation turn), else the
+    split's prompts that carry a reference answer."""
+    from rlaif.core.errors import UsageError
+
+    make = getattr(benchmark, "sft_examples", None)
+    examples = list(make(split)) if callable(make) else list(benchmark.prompts(split))
+    examples = [p for p in examples if p.reference]
+    if not examples:
+        name = getattr(benchmark, "name", type(benchmark).__name__)
+        raise UsageError(f"benchmark {name!r} has no {split!r} items with reference answers to train on; "
+                         "give annotations for that split or pass --split")
+    return examples
+
+
+def train_supervised(
+    out_dir: str | Path,
+    *,
+    policy: Any,
+    benchmark: Any,
+    split: str = "sft",
+    epochs: int = 1,
+    batch_size: int = 4,
+    grad_accum: int = 1,
+    lr: float = 2e-4,
+    schedule: str = "cosine",
+    warmup: float = 0.03,
+    weight_decay: float = 0.0,
+    max_grad_norm: float = 1.0,
+    mixed_precision: str = "no",
+    max_steps: int | None = None,
+    seed: int = 0,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Supervised fine-tuning of any policy with the ``SupervisedLoss`` capability on
+    :func:`supervised_examples` of ``benchmark``'s ``split``: AdamW on the policy's
+    ``trainable_parameters()`` (its LoRA adapter), ``batch_size`` examples a micro-batch,
+    ``grad_accum`` micro-batches an optimizer step, ``lr`` after a linear warmup over a
+    ``warmup`` share of the steps then the ``schedule``, forwards under
+    ``mixed_precision`` (:class:`~rlaif.train.precision.Precision`), gradients clipped
+    at ``max_grad_norm``. Saves the policy with its own ``save`` in ``out_dir`` (for the
+    transformers policies a peft adapter directory: ``[policy] path`` of ``rlaif run``
+    and ``rlaif eval``) and ``sft.json`` (metrics, written last: a finished ``out_dir``
+    returns them without training again)."""
+    import torch
+    from transformers import get_scheduler
+
+    from rlaif.core.errors import UsageError
+    from rlaif.core.protocols import SupervisedLoss, require_capability
+    from rlaif.train.precision import Precision
+
+    require_capability(policy, SupervisedLoss, "rlaif sft")
+    if schedule not in SCHEDULES:
+        raise UsageError(f"--schedule {schedule!r}: choose one of {', '.join(SCHEDULES)}")
+    if min(epochs, batch_size, grad_accum) < 1 or lr <= 0 or not 0 <= warmup < 1:
+        raise UsageError(f"need epochs, batch size and grad accumulation >= 1, lr > 0 and warmup in [0, 1); got "
+                         f"{epochs}, {batch_size}, {grad_accum}, {lr}, {warmup}")
+    out = Path(out_dir)
+    done_file = out / "sft.json"
+    if done_file.exists():
+        return dict(json.loads(done_file.read_text()))
+    start = time.perf_counter()
+    torch.manual_seed(seed)
+    examples = supervised_examples(benchmark, split)
+    micro_per_epoch = math.ceil(len(examples) / batch_size)
+    total_steps = epochs * math.ceil(micro_per_epoch / grad_accum)
+    if max_steps is not None:
+        total_steps = min(total_steps, max_steps)
+    params = list(policy.trainable_parameters())
+    if not params:
+        raise UsageError("the policy has no trainable parameters; build it with a fresh adapter (new_adapter = true)")
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    scheduler = get_scheduler(schedule, optimizer, num_warmup_steps=round(warmup * total_steps),
+                              num_training_steps=total_steps)
+    precision = Precision.for_policy(mixed_precision, policy)
+    bar = _progress_bar(progress, total_steps, 0)
+    losses: list[float] = []
+    step, pending, window = 0, 0, 0.0
+    train = getattr(policy, "train", None)
+    if callable(train):
+        train()
+    optimizer.zero_grad(set_to_none=True)
+    for epoch in range(epochs):
+        order = list(examples)
+        random.Random(f"sft:{seed}:{epoch}").shuffle(order)
+        batches = [order[b : b + batch_size] for b in range(0, len(order), batch_size)]
+        for i, batch in enumerate(batches):
+            if step >= total_steps:
+                break
+            # the last window of an epoch may be short: weigh by the micro-batches it has
+            in_window = min(grad_accum, len(batches) - (i - i % grad_accum))
+            with precision.autocast():
+                loss = policy.sequence_loss(batch, [str(p.reference) for p in batch])
+            precision.backward(loss / in_window)
+            window += float(loss.detach()) / in_window
+            pending += 1
+            if pending < in_window:
+                continue
+            precision.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+            precision.step(optimizer)
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            if hasattr(policy, "policy_version"):
+                policy.policy_version += 1
+            step += 1
+            losses.append(window)
+            pending, window = 0, 0.0
+            if bar is not None:
+                bar.update(bar.task_ids[0], advance=1, info=f"epoch {epoch + 1} loss {losses[-1]:.3f}")
+    if bar is not None:
+        bar.stop()
+    evaluate = getattr(policy, "eval", None)
+    if callable(evaluate):
+        evaluate()
+    policy.save(out)
+    k = max(1, len(losses) // 10)
+    metrics: dict[str, Any] = {
+        "recipe": SUPERVISED_RECIPE, "policy": getattr(policy, "name", type(policy).__name__),
+        "benchmark": getattr(benchmark, "name", type(benchmark).__name__), "split": split,
+        "items": len(examples), "steps": step, "epochs": epochs, "batch_size": batch_size, "grad_accum": grad_accum,
+        "lr": lr, "schedule": schedule, "warmup": warmup, "mixed_precision": precision.mode, "seed": seed,
+        "loss_first": sum(losses[:k]) / k if losses else None, "loss": sum(losses[-k:]) / k if losses else None,
+        "seconds": time.perf_counter() - start,
+    }
+    done_file.write_text(json.dumps(metrics, indent=2))
+    return metrics
+
+
 def _progress_bar(enabled: bool, total: int, completed: int) -> Any:
     if not enabled:
         return None
@@ -363,4 +499,6 @@ __all__ = [
     "format_ranking",
     "parse_ranking",
     "run_sft",
+    "supervised_examples",
+    "train_supervised",
 ]

@@ -223,8 +223,23 @@ def training_videos(benchmark: Any) -> list[Any]:
     return list(seen.values())
 
 
+def require_embedded_world(benchmark: Any) -> None:
+    """Refuse, in one line, to pre-train the default stack (this encoder, the tiny LM, the
+    default SFT policy) on a benchmark that is not a captioned world like the embedded one:
+    on a user's dozen annotated videos it would silently train a useless toy model."""
+    if callable(getattr(benchmark, "clip_captions", None)):
+        return
+    from rlaif.core.errors import UsageError
+
+    name = getattr(benchmark, "name", type(benchmark).__name__)
+    raise UsageError(f"the default policy (tiny-video-lm) is pre-trained only on the embedded video world, and "
+                     f"benchmark {name!r} has no clip_captions to pre-train it on; choose a policy: --policy "
+                     "NAME_OR_DIR, or --set policy.name=hf-vlm --set policy.path=MODEL")
+
+
 def world_fingerprint(benchmark: Any) -> str:
     """A short hash identifying the benchmark's training world (its videos and captions)."""
+    require_embedded_world(benchmark)
     h = hashlib.sha256()
     h.update(str(getattr(benchmark, "name", type(benchmark).__name__)).encode())
     for video in training_videos(benchmark):

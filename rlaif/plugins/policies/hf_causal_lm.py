@@ -256,6 +256,18 @@ class HFCausalLM(PeftPolicyBase):
         out = self._score([self._prompt_ids(p.question) for p in prompts], [self.answer_ids(a) for a in answers])
         return answer_nll(out, reduction)
 
+    def last_hidden_states(self, prompts: Sequence[Prompt], responses: Sequence[Sequence[int]]) -> torch.Tensor:
+        """``LastHiddenState``: the final hidden state ``[N, H]`` (with grad, active
+        adapter on) of each response's last token, for a reward model's scalar head."""
+        if any(not len(r) for r in responses):
+            raise ValueError("every response needs at least one token")
+        ids, mask, positions, width, _ = self._batch([self._prompt_ids(p.question) for p in prompts], responses)
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=False,
+                         logits_to_keep=1, output_hidden_states=True)
+        hidden = out.hidden_states[-1]  # [N, P + L, H]
+        last = torch.tensor([width + len(r) - 1 for r in responses], device=hidden.device)  # [N]
+        return hidden[torch.arange(len(responses), device=hidden.device), last]  # [N, H]
+
     # -- persistence -------------------------------------------------------------------
     def save(self, directory: str | os.PathLike[str]) -> None:
         """A peft adapter directory (``adapter_config.json``, ``adapter_model.safetensors``)

@@ -76,6 +76,10 @@ DEFAULT_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
 VALUE_HEAD_FILE = "value_head.safetensors"
 POLICY_FILE = "rlaif_policy.json"
 POLICY_FORMAT = "hf-vlm/1"
+#: Where a saved policy keeps copies of the adapters merged into its reference weights
+#: (an SFT adapter under an RL one), in merge order, so the directory loads on its own.
+MERGED_DIR = "merged"
+_ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 #: The captioning instruction of VLM-RLAIF's context-aware judging.
 DESCRIBE_QUESTION = "Describe this video in detail."
 FALLBACK_TEMPLATE = "USER: {video}\n{question}\nASSISTANT:"
@@ -458,6 +462,8 @@ class HFVideoVLM(PeftPolicyBase):
         feature_cache_mb: float = 512.0,
     ) -> None:
         self._init_model(model, tokenizer, value_head)
+        #: the adapters merged into the reference weights, oldest first (file name -> bytes)
+        self.merged_adapters: list[dict[str, bytes]] = []
         self.processor = processor
         self.layout = layout
         self.chat_template = chat_template
@@ -813,6 +819,20 @@ class HFVideoVLM(PeftPolicyBase):
         out = self._score([self._encode(p) for p in prompts], [self.answer_ids(a) for a in answers])
         return answer_nll(out, reduction)
 
+    def last_hidden_states(self, prompts: Sequence[Prompt], responses: Sequence[Sequence[int]]) -> torch.Tensor:
+        """``LastHiddenState``: the final hidden state ``[N, H]`` (with grad, active
+        adapter on) of each response's last token, for a reward model's scalar head."""
+        if any(not len(r) for r in responses):
+            raise ValueError("every response needs at least one token")
+        kwargs, width, _ = self._batch([self._encode(p) for p in prompts], responses)
+        if not self.layout.uses_mrope:
+            position_ids = kwargs["attention_mask"].long().cumsum(-1) - 1
+            kwargs["position_ids"] = position_ids.masked_fill(kwargs["attention_mask"] == 0, 0)
+        out = self.model(**kwargs, use_cache=False, logits_to_keep=1, output_hidden_states=True)
+        hidden = out.hidden_states[-1]  # [N, P + L, H]
+        last = torch.tensor([width + len(r) - 1 for r in responses], device=hidden.device)  # [N]
+        return hidden[torch.arange(len(responses), device=hidden.device), last]  # [N, H]
+
     # -- persistence -------------------------------------------------------------------
     def save(self, directory: str | os.PathLike[str]) -> None:
         """A peft adapter directory (``adapter_config.json``, ``adapter_model.safetensors``)
@@ -830,8 +850,14 @@ class HFVideoVLM(PeftPolicyBase):
         if self.value_head is not None:
             state = {k: v.detach().contiguous().cpu() for k, v in self.value_head.state_dict().items()}
             save_file(state, os.path.join(directory, VALUE_HEAD_FILE))
+        for k, files in enumerate(self.merged_adapters):
+            target = os.path.join(directory, MERGED_DIR, f"{k:02d}")
+            os.makedirs(target, exist_ok=True)
+            for name, data in files.items():
+                with open(os.path.join(target, name), "wb") as f:
+                    f.write(data)
         with open(os.path.join(directory, POLICY_FILE), "w", encoding="utf-8") as f:
-            json.dump({"format": POLICY_FORMAT, "n_frames": self.n_frames, "policy_version": self.policy_version,
+            json.dump({"format": POLICY_FORMAT, "merged_adapters": len(self.merged_adapters), "n_frames": self.n_frames, "policy_version": self.policy_version,
                        "family": self.layout.family, "value_head": self.value_head is not None}, f, indent=2)
 
 
@@ -1004,6 +1030,11 @@ def build_hf_vlm(
 
     with warnings.catch_warnings():  # peft asks transformers a deprecated question
         warnings.simplefilter("ignore", FutureWarning)
+        merged = _merged_adapters(path) if adapter_config else []
+        for files in merged:  # what the saved adapter was trained on top of
+            model = _merge_adapter_files(model, files)
+        if adapter_config and new_adapter:
+            merged.append(_adapter_files(path))
         model, saved_head, saved = _attach_adapter(
             model, path, adapter_config, new_adapter, lora_r, lora_alpha, lora_dropout, lora_targets
         )
@@ -1021,7 +1052,37 @@ def build_hf_vlm(
         feature_cache_mb=feature_cache_mb,
     )
     policy.policy_version = int(saved.get("policy_version", 0))
+    policy.merged_adapters = merged
     return policy
+
+
+def _adapter_files(path: str) -> dict[str, bytes]:
+    out = {}
+    for name in _ADAPTER_FILES:
+        with open(os.path.join(path, name), "rb") as f:
+            out[name] = f.read()
+    return out
+
+
+def _merged_adapters(path: str) -> list[dict[str, bytes]]:
+    """The adapters a saved policy at ``path`` keeps under ``merged/``, in merge order."""
+    root = os.path.join(path, MERGED_DIR)
+    if not os.path.isdir(root):
+        return []
+    return [_adapter_files(os.path.join(root, d)) for d in sorted(os.listdir(root))]
+
+
+def _merge_adapter_files(model: Any, files: dict[str, bytes]) -> Any:
+    """``model`` with the adapter in ``files`` merged into its weights."""
+    import tempfile
+
+    from peft import PeftModel
+
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, data in files.items():
+            with open(os.path.join(tmp, name), "wb") as f:
+                f.write(data)
+        return PeftModel.from_pretrained(model, tmp).merge_and_unload()
 
 
 def _has_tokenizer(path: str) -> bool:

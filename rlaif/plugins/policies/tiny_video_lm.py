@@ -425,8 +425,12 @@ class TinyVideoLM:
         step_embeds, step_positions, cache = embeds, positions, None
         embed = self.lm.get_input_embeddings()
         for t in range(max_new_tokens):
-            out = self.lm(inputs_embeds=step_embeds, attention_mask=mask, position_ids=step_positions,
-                          past_key_values=cache, use_cache=use_cache, logits_to_keep=1)
+            # transformers 5.x renames past_key_values to cache with a FutureWarning on
+            # stderr, where it would precede a run's one-line error.
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)
+                out = self.lm(inputs_embeds=step_embeds, attention_mask=mask, position_ids=step_positions,
+                              past_key_values=cache, use_cache=use_cache, logits_to_keep=1)
             logp = torch.log_softmax(out.logits[:, -1].float() / temperature, dim=-1)  # [R, V]
             if greedy:
                 token = logp.argmax(-1)
@@ -445,7 +449,9 @@ class TinyVideoLM:
             new = embed(token)[:, None]  # [R, 1, H]
             mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
             if use_cache:
-                cache, step_embeds, step_positions = out.past_key_values, new, next_position
+                # transformers 5.x calls it cache (reading past_key_values logs a warning)
+                kv = out["cache"] if "cache" in out else out.past_key_values
+                cache, step_embeds, step_positions = kv, new, next_position
             else:
                 step_embeds = torch.cat([step_embeds, new], dim=1)
                 step_positions = torch.cat([step_positions, next_position], dim=1)
@@ -514,6 +520,16 @@ class TinyVideoLM:
         if reduction == "token":
             return (nll * mask).sum() / mask.sum().clamp(min=1.0)
         return ((nll * mask).sum(1) / mask.sum(1).clamp(min=1.0)).mean()
+
+    def last_hidden_states(self, prompts: Sequence[Prompt], responses: Sequence[Sequence[int]]) -> torch.Tensor:
+        """``LastHiddenState``: the LM's final hidden state ``[N, H]`` (with grad, adapter
+        on) of each response's last token, for a reward model's scalar head."""
+        embeds, mask, positions, P = self._layout(self._requests(prompts), responses)  # [N, S, H], [N, S]
+        out = self.lm(inputs_embeds=embeds, attention_mask=mask, position_ids=positions,
+                      output_hidden_states=True, logits_to_keep=1)
+        hidden = out.hidden_states[-1]  # [N, S, H]
+        last = torch.tensor([P + len(r) - 1 for r in responses], device=hidden.device)  # [N]
+        return hidden[torch.arange(len(responses), device=hidden.device), last]  # [N, H]
 
     # -- judging (VLM-RLAIF: the SFT model ranks answers) ------------------------------
     def judge_prompt(self, prompt: Prompt, candidates: Sequence[str], narrative: str | None = None) -> Prompt:
