@@ -53,8 +53,8 @@ def check_command(
     benchmark_option: Optional[list[str]] = typer.Option(
         None, "--benchmark-option", help="Benchmark option key=value (repeatable); = --set benchmark.key=value."),
     policy: Optional[Path] = typer.Option(
-        None, "--policy", help="tiny-video-lm checkpoint that samples candidates (= --set policy.path=DIR; "
-                               "default: the default SFT policy)."),
+        None, "--policy", help="Saved policy dir that samples candidates (= --set policy.path=DIR; --set "
+                               "policy.name=NAME picks another policy; default: the default SFT policy)."),
     seed: int = typer.Option(0, "--seed"),
     max_new_tokens: int = typer.Option(32, "--max-new-tokens"),
     as_json: bool = typer.Option(False, "--json", help="Print the diagnostics as one JSON object."),
@@ -62,7 +62,6 @@ def check_command(
     """Top-1 accuracy, Kendall τ, failure rate, position bias and latency of an oracle
     against the ground-truth ranking of SFT-policy candidates."""
     from rlaif.cli.options import build_config, gather
-    from rlaif.core.errors import UsageError
     from rlaif.core.registry import load_plugins
     from rlaif.train.oracle_check import run_oracle_check
 
@@ -79,18 +78,12 @@ def check_command(
         given.check()
     cfg = build_config(given.only("oracle", "benchmark", "policy"), registry, ("oracle", "benchmark"))
     chosen_policy = cfg.choice("policy")
-    if chosen_policy.name != "tiny-video-lm" or set(chosen_policy.options) - {"path"}:
-        raise UsageError("oracle check samples candidates with a tiny-video-lm checkpoint: give its directory with "
-                         "--policy DIR (no other policy or policy option)")
-    policy_path = chosen_policy.options.get("path")
-    if policy_path is not None and not Path(policy_path).exists():
-        raise UsageError(f"--policy {policy_path}: no such directory; run `rlaif sft` or pass a saved policy dir")
     oracle = cfg.choice("oracle").name
     result = run_oracle_check(
         oracle, cfg.choice("oracle").options, context=context, n_groups=groups, group_size=group_size, split=split,
         seed=seed, benchmark_name=cfg.choice("benchmark").name, benchmark_options=cfg.choice("benchmark").options,
-        policy_path=None if policy_path is None else str(policy_path), max_new_tokens=max_new_tokens,
-        progress=not as_json,
+        policy_name=chosen_policy.name, policy_options=chosen_policy.options, max_new_tokens=max_new_tokens,
+        registry=registry, progress=not as_json,
     )
     if as_json:
         print(json.dumps(result, sort_keys=True))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
@@ -90,9 +90,10 @@ def sft_command(
         chosen = cfg.choice("policy")
         model = registry.build("policy", chosen.name, dict(chosen.options), benchmark=bench, seed=seed)
         require_capability(model, SupervisedLoss, "rlaif sft")
-        settings = {k.lstrip("-").replace("-", "_"): v for k, v in generic.items() if v is not None}
+        settings: dict[str, Any] = {k.lstrip("-").replace("-", "_"): v for k, v in generic.items() if v is not None}
         settings.setdefault("grad_accum", cfg.run.grad_accum)
         settings.setdefault("mixed_precision", cfg.run.mixed_precision)
+        assert out is not None  # checked above
         target = out
         metrics = train_supervised(target, policy=model, benchmark=bench, seed=seed, progress=not as_json,
                                    **settings)
@@ -156,10 +157,10 @@ def eval_command(
         return
     from rlaif.cli.options import build_config, gather, policy_flag
     from rlaif.core.errors import UsageError
+    from rlaif.core.protocols import DefaultCheckpoint, default_checkpoint
     from rlaif.core.registry import load_plugins
     from rlaif.train.evaluate import baseline_metrics, evaluate_items, write_items
     from rlaif.train.judge_eval import SCORERS, build_answer_judge, opened
-    from rlaif.train.sft import default_sft_dir, run_sft
 
     if scorer not in SCORERS:
         raise UsageError(f"--scorer {scorer!r}: choose one of {', '.join(SCORERS)}")
@@ -172,17 +173,16 @@ def eval_command(
     benchmark = cfg.choice("benchmark").name
     bench = registry.build("benchmark", benchmark, dict(cfg.choice("benchmark").options))
     chosen = cfg.choice("policy")
-    if chosen.name != "tiny-video-lm":
-        model = registry.build("policy", chosen.name, dict(chosen.options), benchmark=bench, seed=seed)
-    else:
-        path = chosen.options.get("path")
-        if path is None:
-            path = default_sft_dir(bench, seed=seed)
-            run_sft(path, benchmark=bench, seed=seed, progress=not as_json)
-        elif not Path(path).exists():
-            raise UsageError(f"--policy {path}: no such directory; run `rlaif sft` or pass a saved policy dir")
-        options = {"new_adapter": False, **chosen.options, "path": str(path)}
-        model = registry.build("policy", "tiny-video-lm", options, benchmark=bench, seed=seed)
+    options = dict(chosen.options)
+    factory = registry.get("policy", chosen.name).resolve()
+    if not options.get("path"):  # the policy's embedded default (the SFT policy of this --seed)
+        path = default_checkpoint(factory, bench, seed=seed, progress=not as_json, name=chosen.name,
+                                  role="rlaif eval")
+        if path is not None:
+            options["path"] = path
+    if isinstance(factory, DefaultCheckpoint) and options.get("path"):
+        options.setdefault("new_adapter", False)  # its checkpoints are saved policies: evaluate them as saved
+    model = registry.build("policy", chosen.name, options, benchmark=bench, seed=seed)
     defaults = cfg.run
     answer_judge = None
     if judge is not None or judge_url is not None:

@@ -160,6 +160,55 @@ class LastHiddenState(Protocol):
         ...
 
 
+@runtime_checkable
+class Sampler(Protocol):
+    """Optional capability of a policy that ``rlaif oracle check`` samples candidates with
+    (and, for oracles reading a narrative, captions the video with, through
+    :class:`~rlaif.plugins.oracles.narrative.PolicyCaptioner`)."""
+
+    def generate(
+        self, prompts: Sequence[Prompt], n: int, *, max_new_tokens: int = 32, temperature: float = 1.0
+    ) -> list[list[Rollout]]:
+        """Sample ``n`` candidates per prompt (see :meth:`Policy.generate`)."""
+        ...
+
+
+@runtime_checkable
+class DefaultCheckpoint(Protocol):
+    """Optional capability of a policy *factory* (the registered target, checked before
+    anything is built): an embedded default starting point. ``rlaif run``, ``eval``,
+    ``oracle check``, ``train-rm`` and ``replay`` use it when ``[policy]`` gives no
+    ``path``; a factory without it must be given one. The factory takes the returned
+    directory as ``path``, and ``new_adapter=False`` to load it as saved."""
+
+    def default_checkpoint(self, benchmark: Any, *, seed: int = 0, progress: bool = False) -> str:
+        """Directory of the default checkpoint for ``benchmark``, built (once, cached)
+        if missing."""
+        ...
+
+
+def default_checkpoint(factory: Any, benchmark: Any, *, seed: int = 0, progress: bool = False,
+                       name: str = "", role: str = "this command") -> str | None:
+    """``factory``'s :class:`DefaultCheckpoint` for ``benchmark``; ``None`` if it has none
+    and can be built without a ``path``. A factory that needs a ``path`` and has no
+    default is a one-line :class:`~rlaif.core.errors.UsageError` naming the missing piece."""
+    make = getattr(factory, "default_checkpoint", None)
+    if make is not None:
+        return str(make(benchmark, seed=seed, progress=progress))
+    import inspect
+
+    try:
+        path = inspect.signature(factory).parameters.get("path")
+    except (TypeError, ValueError):
+        path = None
+    if path is not None and path.default is inspect.Parameter.empty:
+        from rlaif.core.errors import UsageError
+
+        raise UsageError(f"{role} needs a policy path or the DefaultCheckpoint capability; policy {name!r} lacks "
+                         "default_checkpoint: give a checkpoint with --policy DIR or --set policy.path=DIR")
+    return None
+
+
 def require_capability(component: Any, capability: type, role: str) -> None:
     """Raise a one-line :class:`~rlaif.core.errors.UsageError` unless ``component`` has
     every method and attribute of the optional protocol ``capability``, naming the

@@ -206,21 +206,34 @@ def sample_groups(policy: Any, prompts: Sequence[Prompt], group_size: int, *, se
     return groups
 
 
-def default_policy(benchmark: Any, *, seed: int = 0, path: str | None = None, progress: bool = False) -> Any:
-    """The default SFT policy of ``benchmark`` (trained once into the cache by
-    :func:`rlaif.train.sft.run_sft`), or the ``tiny-video-lm`` checkpoint at ``path``."""
-    from rlaif.plugins.policies.tiny_video_lm import build_tiny_video_lm
+def default_policy(benchmark: Any, *, seed: int = 0, path: str | None = None, progress: bool = False,
+                   name: str | None = None, options: dict[str, Any] | None = None, registry: Any = None) -> Any:
+    """The policy that samples the candidates: ``name`` (default: the default policy)
+    with ``options``, from the checkpoint at ``path`` or else the policy's
+    ``DefaultCheckpoint`` (for the default policy, the seed-0 SFT policy trained once into
+    the cache by :func:`rlaif.train.sft.run_sft`). It must have the ``Sampler``
+    capability (a narrative context also captions with it)."""
+    from rlaif.core.config import DEFAULT_COMPONENTS
+    from rlaif.core.protocols import Sampler, default_checkpoint, require_capability
+    from rlaif.core.registry import load_plugins
+    from rlaif.train.sft import DEFAULT_SFT_SEED
 
-    if path is None:
-        from rlaif.train.sft import DEFAULT_SFT_SEED, default_sft_dir, run_sft
-
-        target = default_sft_dir(benchmark, seed=DEFAULT_SFT_SEED)
-        run_sft(target, benchmark=benchmark, seed=DEFAULT_SFT_SEED, progress=progress)
-        path = str(target)
-    # new_adapter=True: the saved adapter is merged and a fresh zero one attached, so the
-    # policy samples exactly as the checkpoint, and adapters_disabled() is the same model
-    # (what judges and captioners use as "the SFT self").
-    return build_tiny_video_lm(path, benchmark=benchmark, seed=seed)
+    registry = registry or load_plugins()
+    name = name or DEFAULT_COMPONENTS["policy"]
+    options = dict(options or {})
+    if path is not None:
+        options["path"] = path
+    if not options.get("path"):
+        found = default_checkpoint(registry.get("policy", name).resolve(), benchmark, seed=DEFAULT_SFT_SEED,
+                                   progress=progress, name=name, role="rlaif oracle check")
+        if found is not None:
+            options["path"] = found
+    # new_adapter (the default): a saved adapter is merged and a fresh zero one attached, so
+    # the policy samples exactly as the checkpoint, and adapters_disabled() is the same
+    # model (what judges and captioners use as "the SFT self").
+    policy = registry.build("policy", name, options, benchmark=benchmark, seed=seed)
+    require_capability(policy, Sampler, "rlaif oracle check (sampling candidates)")
+    return policy
 
 
 # --------------------------------------------------------------------------- wiring
@@ -287,6 +300,8 @@ def run_oracle_check(
     benchmark_options: dict[str, Any] | None = None,
     policy: Any = None,
     policy_path: str | None = None,
+    policy_name: str | None = None,
+    policy_options: dict[str, Any] | None = None,
     max_new_tokens: int = 32,
     temperature: float = 1.0,
     permute: bool = True,
@@ -309,7 +324,8 @@ def run_oracle_check(
         raise UsageError(f"oracle check needs a benchmark with ground truth; "
                          f"{getattr(benchmark, 'name', benchmark_name)} has none")
     if policy is None:
-        policy = default_policy(benchmark, seed=seed, path=policy_path, progress=progress)
+        policy = default_policy(benchmark, seed=seed, path=policy_path, progress=progress, name=policy_name,
+                                options=policy_options, registry=registry)
     started = time.perf_counter()
     prompts = check_prompts(benchmark, split, n_groups, seed)
     groups = sample_groups(policy, prompts, group_size, seed=seed, max_new_tokens=max_new_tokens,

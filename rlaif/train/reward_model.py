@@ -233,7 +233,7 @@ class RewardModel:
         (directory / "rm.json").write_text(json.dumps(meta, indent=2, default=str))
 
     @classmethod
-    def load(cls, directory: str | Path, *, benchmark: Any = None, seed: int = 0) -> RewardModel:
+    def load(cls, directory: str | Path, *, benchmark: Any = None, seed: int = 0, registry: Any = None) -> RewardModel:
         """Load a reward model saved by ``rlaif train-rm`` (frozen, for scoring).
         ``benchmark`` supplies the video frames; default: rebuilt from ``rm.json``."""
         from safetensors.torch import load_file
@@ -250,7 +250,7 @@ class RewardModel:
             from rlaif.core.registry import load_plugins
 
             benchmark = load_plugins().build("benchmark", spec["name"], dict(spec.get("options") or {}))
-        policy = _load_backbone(directory / "policy", info, benchmark, seed)
+        policy = _load_backbone(directory / "policy", info, benchmark, seed, registry)
         for p in policy.trainable_parameters():
             p.requires_grad_(False)
         head = nn.Linear(int(info["hidden_size"]), 1, bias=False)
@@ -270,16 +270,16 @@ def read_info(directory: str | Path) -> dict[str, Any]:
     return info
 
 
-def _load_backbone(path: Path, info: dict[str, Any], benchmark: Any, seed: int) -> Any:
-    name = info.get("policy", "tiny-video-lm")
-    if name == "tiny-video-lm":
-        from rlaif.plugins.policies.tiny_video_lm import TinyVideoLM
-
-        return TinyVideoLM.load(path, frames=benchmark.frames, new_adapter=False, seed=seed)
+def _load_backbone(path: Path, info: dict[str, Any], benchmark: Any, seed: int, registry: Any = None) -> Any:
+    """The saved backbone, built by the policy ``rm.json`` names (reward models saved
+    before it named one sat on the default policy) with its adapter as trained."""
+    from rlaif.core.config import DEFAULT_COMPONENTS
     from rlaif.core.registry import load_plugins
 
-    return load_plugins().build("policy", name, {"path": str(path), "new_adapter": False}, benchmark=benchmark,
-                                seed=seed)
+    name = info.get("policy") or DEFAULT_COMPONENTS["policy"]
+    # RewardModel checks the LastHiddenState capability.
+    return (registry or load_plugins()).build("policy", name, {"path": str(path), "new_adapter": False},
+                                              benchmark=benchmark, seed=seed)
 
 
 def load_value_head_init(path: str | Path) -> dict[str, Any]:
@@ -410,11 +410,11 @@ def train_reward_model(
         all_pairs = random.Random(f"rm-pairs:{seed}").sample(all_pairs, max_pairs)
     train, held = split_prompts(all_pairs, holdout, seed)
 
-    policy_name = getattr(policy, "name", "tiny-video-lm")
+    policy_name = getattr(policy, "name", type(policy).__name__)
     if policy is None:
         policy_name = config.choice("policy").name
         options = dict(config.choice("policy").options)
-        path = default_policy_path(config, benchmark, progress)
+        path = default_policy_path(config, benchmark, progress, registry, role="rlaif train-rm")
         if path is not None:
             options["path"] = path
         options.update(lora_r=lora_r, lora_alpha=lora_alpha or lora_r, new_adapter=True, value_head=False)

@@ -244,19 +244,24 @@ def init_value_head(comp: Components) -> str | None:
     return str(path)
 
 
-def default_policy_path(config: RunConfig, benchmark: Any, progress: bool) -> str | None:
-    """The SFT checkpoint RL starts from: ``[policy] path`` if given, else the embedded
-    default built (once, cached) by ``rlaif sft``. The default is always the seed-0 SFT
-    policy: ``--seed`` varies the RL run (prompts, sampling), not its starting point, so
-    seeds of one study share one SFT model (pass ``--policy`` for another)."""
-    options = config.choice("policy").options
-    if options.get("path") or config.choice("policy").name != "tiny-video-lm":
+def default_policy_path(config: RunConfig, benchmark: Any, progress: bool,
+                        registry: Registry | None = None, role: str = "rlaif run") -> str | None:
+    """The checkpoint RL starts from when ``[policy]`` gives no ``path``: the policy
+    factory's ``DefaultCheckpoint`` (the embedded default: the SFT policy ``rlaif sft``
+    builds once, cached), or ``None`` (the factory is built from its options as given).
+    The default is always the seed-0 one: ``--seed`` varies the RL run (prompts,
+    sampling), not its starting point, so seeds of one study share one SFT model (pass
+    ``--policy`` for another)."""
+    choice = config.choice("policy")
+    if choice.options.get("path"):
         return None
-    from rlaif.train.sft import DEFAULT_SFT_SEED, default_sft_dir, run_sft
+    from rlaif.core.protocols import default_checkpoint
+    from rlaif.core.registry import load_plugins
+    from rlaif.train.sft import DEFAULT_SFT_SEED
 
-    out = default_sft_dir(benchmark, seed=DEFAULT_SFT_SEED)
-    run_sft(out, benchmark=benchmark, seed=DEFAULT_SFT_SEED, progress=progress)
-    return str(out)
+    factory = (registry or load_plugins()).get("policy", choice.name).resolve()
+    return default_checkpoint(factory, benchmark, seed=DEFAULT_SFT_SEED, progress=progress, name=choice.name,
+                              role=role)
 
 
 # --------------------------------------------------------------------------- the step
@@ -826,10 +831,10 @@ def run_rl(run_dir: str | Path, config: RunConfig, registry: Registry, *, resume
                                      config.choice("benchmark").options)
     policy_path = None
     if main:
-        policy_path = default_policy_path(config, benchmark_probe, progress)
+        policy_path = default_policy_path(config, benchmark_probe, progress, registry)
     accelerator.wait_for_everyone()
     if not main:
-        policy_path = default_policy_path(config, benchmark_probe, progress=False)
+        policy_path = default_policy_path(config, benchmark_probe, progress=False, registry=registry)
     comp = build_components(config, registry, store=store, policy_path=policy_path)
     init_value_head(comp)  # before the optimizer, which must see the head's parameters
     if hasattr(comp.policy, "to"):
@@ -1090,7 +1095,7 @@ def replay_run(run_dir: str | Path, loss: str, registry: Registry, *, loss_optio
     seed_everything(config.run.seed)
 
     benchmark = registry.build("benchmark", config.choice("benchmark").name, config.choice("benchmark").options)
-    policy_path = default_policy_path(config, benchmark, progress)
+    policy_path = default_policy_path(config, benchmark, progress, registry, role="rlaif replay")
     policy_options = dict(config.choice("policy").options)
     if policy_path is not None:
         policy_options["path"] = policy_path

@@ -126,7 +126,7 @@ def test_a_flag_and_a_set_that_disagree_are_refused() -> None:
 def test_setting_a_kind_the_command_does_not_use_is_refused() -> None:
     result = invoke("sft", "--set", "oracle.judge=self")
     assert result.exit_code == 2
-    assert "--set oracle.judge: rlaif sft does not use [oracle]; it reads [benchmark]" in one_error_line(result)
+    assert "--set oracle.judge: rlaif sft does not use [oracle]; it reads [run], [benchmark], [policy]" in one_error_line(result)
 
 
 # -- checking against the factory --------------------------------------------------------

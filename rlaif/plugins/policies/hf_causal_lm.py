@@ -35,7 +35,9 @@ from rlaif.plugins.policies.hf_common import (
     PeftPolicyBase,
     answer_nll,
     empty_outputs,
+    restore_merged_adapters,
     sampling_temperature,
+    save_merged_adapters,
     token_entropies,
     value_adapter_active,
 )
@@ -282,9 +284,10 @@ class HFCausalLM(PeftPolicyBase):
         if self.value_head is not None:
             state = {k: v.detach().contiguous().cpu() for k, v in self.value_head.state_dict().items()}
             save_file(state, os.path.join(directory, VALUE_HEAD_FILE))
+        save_merged_adapters(directory, self.merged_adapters)  # e.g. the SFT adapter under an RL one
         with open(os.path.join(directory, POLICY_FILE), "w", encoding="utf-8") as f:
-            json.dump({"format": POLICY_FORMAT, "policy_version": self.policy_version,
-                       "value_head": self.value_head is not None}, f, indent=2)
+            json.dump({"format": POLICY_FORMAT, "merged_adapters": len(self.merged_adapters),
+                       "policy_version": self.policy_version, "value_head": self.value_head is not None}, f, indent=2)
 
 
 def _top_p_filter(probs: torch.Tensor, top_p: float) -> torch.Tensor:
@@ -339,6 +342,8 @@ def build_hf_causal_lm(
     peft adapter): its base model is loaded from ``base_model_name_or_path``. Then
     ``new_adapter=True`` merges that adapter into the weights (it becomes the reference,
     e.g. an SFT adapter) and adds a fresh one; ``new_adapter=False`` keeps training it.
+    Adapters merged earlier are kept under ``merged/`` by :meth:`HFCausalLM.save` and
+    merged back first, so an RL result loads on top of its SFT adapter, not the base.
     ``dtype="auto"`` is bfloat16 on CUDA and float32 on the CPU. ``fold_adapter`` samples
     with the adapter folded into copies of the adapted weights (faster decoding, one extra
     copy of those weights in memory while sampling)."""
@@ -364,6 +369,7 @@ def build_hf_causal_lm(
     saved: dict[str, Any] = {}
     with warnings.catch_warnings():  # peft asks transformers a deprecated question
         warnings.simplefilter("ignore", FutureWarning)
+        model, merged = restore_merged_adapters(model, path, adapter_config, new_adapter)
         if adapter_config and not new_adapter:
             model = PeftModel.from_pretrained(model, path, is_trainable=True)
             saved = _read_json(path, POLICY_FILE)
@@ -382,4 +388,5 @@ def build_hf_causal_lm(
     policy = HFCausalLM(model, tokenizer, value_head=saved_head if saved_head is not None else value_head,
                         fold_adapter=fold_adapter)
     policy.policy_version = int(saved.get("policy_version", 0))
+    policy.merged_adapters = merged
     return policy

@@ -1,11 +1,13 @@
 """What every transformers-backed policy shares (``hf-causal-lm``, ``hf-vlm``): the
 LoRA-adapted model kept in eval mode, the value model (its own LoRA adapter and a
 zero-initialised head), the trainable
-parameters, device moves, the reference policy as "adapter off", decoding and the
-assembly of sampled rows into rollout groups."""
+parameters, device moves, the reference policy as "adapter off", decoding, the
+assembly of sampled rows into rollout groups, and the copies of merged adapters a saved
+policy keeps so that it loads on its own."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -17,6 +19,70 @@ from rlaif.core.records import Prompt, Rollout
 
 #: Name of the critic's LoRA adapter beside the policy's (peft's ``"default"``).
 VALUE_ADAPTER = "value"
+#: Where a saved policy keeps copies of the adapters merged into its reference weights
+#: (an SFT adapter under an RL one), in merge order, so the directory loads on its own.
+MERGED_DIR = "merged"
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
+
+
+# -- merged adapters ---------------------------------------------------------------------
+# A policy built on a saved adapter with ``new_adapter=True`` merges that adapter into its
+# weights and trains a fresh one; saving only the fresh one (whose config names the base
+# model) would lose the merged one, so a save keeps a copy of each under ``merged/NN/``
+# and a load merges them back, in order, before attaching the saved adapter.
+def adapter_files(path: str) -> dict[str, bytes]:
+    """The peft adapter saved in directory ``path`` (file name -> bytes)."""
+    out = {}
+    for name in ADAPTER_FILES:
+        with open(os.path.join(path, name), "rb") as f:
+            out[name] = f.read()
+    return out
+
+
+def merged_adapters(path: str) -> list[dict[str, bytes]]:
+    """The adapters a saved policy at ``path`` keeps under ``merged/``, in merge order."""
+    root = os.path.join(path, MERGED_DIR)
+    if not os.path.isdir(root):
+        return []
+    return [adapter_files(os.path.join(root, d)) for d in sorted(os.listdir(root))]
+
+
+def merge_adapter_files(model: Any, files: dict[str, bytes]) -> Any:
+    """``model`` with the adapter in ``files`` merged into its weights."""
+    import tempfile
+
+    from peft import PeftModel
+
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, data in files.items():
+            with open(os.path.join(tmp, name), "wb") as f:
+                f.write(data)
+        return PeftModel.from_pretrained(model, tmp).merge_and_unload()
+
+
+def restore_merged_adapters(model: Any, path: str, adapter_config: dict[str, Any], new_adapter: bool
+                            ) -> tuple[Any, list[dict[str, bytes]]]:
+    """Merge into ``model`` the adapters the saved policy at ``path`` was trained on top
+    of; returns the model and the list the new policy must keep (plus ``path``'s own
+    adapter when ``new_adapter`` merges it too). Not for a plain base model (no adapter)."""
+    if not adapter_config:
+        return model, []
+    merged = merged_adapters(path)
+    for files in merged:
+        model = merge_adapter_files(model, files)
+    if new_adapter:
+        merged.append(adapter_files(path))
+    return model, merged
+
+
+def save_merged_adapters(directory: str, merged: Sequence[dict[str, bytes]]) -> None:
+    """Write ``merged`` under ``directory/merged/NN/`` (see :func:`merged_adapters`)."""
+    for k, files in enumerate(merged):
+        target = os.path.join(directory, MERGED_DIR, f"{k:02d}")
+        os.makedirs(target, exist_ok=True)
+        for name, data in files.items():
+            with open(os.path.join(target, name), "wb") as f:
+                f.write(data)
 
 
 def add_value_adapter(model: Any) -> None:
@@ -81,6 +147,8 @@ class PeftPolicyBase:
         self.device = next(model.parameters()).device
         self.dtype = next(model.parameters()).dtype
         self.hidden_size = int(model.config.get_text_config().hidden_size)
+        #: the adapters merged into the reference weights, oldest first (file name -> bytes)
+        self.merged_adapters: list[dict[str, bytes]] = []
         self.value_head: nn.Linear | None = None
         if isinstance(value_head, nn.Linear):
             self.value_head = value_head.to(self.device)

@@ -62,7 +62,9 @@ from rlaif.plugins.policies.hf_common import (
     PeftPolicyBase,
     answer_nll,
     empty_outputs,
+    restore_merged_adapters,
     sampling_temperature,
+    save_merged_adapters,
     token_entropies,
     value_adapter_active,
 )
@@ -76,10 +78,6 @@ DEFAULT_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
 VALUE_HEAD_FILE = "value_head.safetensors"
 POLICY_FILE = "rlaif_policy.json"
 POLICY_FORMAT = "hf-vlm/1"
-#: Where a saved policy keeps copies of the adapters merged into its reference weights
-#: (an SFT adapter under an RL one), in merge order, so the directory loads on its own.
-MERGED_DIR = "merged"
-_ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 #: The captioning instruction of VLM-RLAIF's context-aware judging.
 DESCRIBE_QUESTION = "Describe this video in detail."
 FALLBACK_TEMPLATE = "USER: {video}\n{question}\nASSISTANT:"
@@ -462,8 +460,6 @@ class HFVideoVLM(PeftPolicyBase):
         feature_cache_mb: float = 512.0,
     ) -> None:
         self._init_model(model, tokenizer, value_head)
-        #: the adapters merged into the reference weights, oldest first (file name -> bytes)
-        self.merged_adapters: list[dict[str, bytes]] = []
         self.processor = processor
         self.layout = layout
         self.chat_template = chat_template
@@ -850,12 +846,7 @@ class HFVideoVLM(PeftPolicyBase):
         if self.value_head is not None:
             state = {k: v.detach().contiguous().cpu() for k, v in self.value_head.state_dict().items()}
             save_file(state, os.path.join(directory, VALUE_HEAD_FILE))
-        for k, files in enumerate(self.merged_adapters):
-            target = os.path.join(directory, MERGED_DIR, f"{k:02d}")
-            os.makedirs(target, exist_ok=True)
-            for name, data in files.items():
-                with open(os.path.join(target, name), "wb") as f:
-                    f.write(data)
+        save_merged_adapters(directory, self.merged_adapters)
         with open(os.path.join(directory, POLICY_FILE), "w", encoding="utf-8") as f:
             json.dump({"format": POLICY_FORMAT, "merged_adapters": len(self.merged_adapters), "n_frames": self.n_frames, "policy_version": self.policy_version,
                        "family": self.layout.family, "value_head": self.value_head is not None}, f, indent=2)
@@ -1030,11 +1021,7 @@ def build_hf_vlm(
 
     with warnings.catch_warnings():  # peft asks transformers a deprecated question
         warnings.simplefilter("ignore", FutureWarning)
-        merged = _merged_adapters(path) if adapter_config else []
-        for files in merged:  # what the saved adapter was trained on top of
-            model = _merge_adapter_files(model, files)
-        if adapter_config and new_adapter:
-            merged.append(_adapter_files(path))
+        model, merged = restore_merged_adapters(model, path, adapter_config, new_adapter)
         model, saved_head, saved = _attach_adapter(
             model, path, adapter_config, new_adapter, lora_r, lora_alpha, lora_dropout, lora_targets
         )
@@ -1054,35 +1041,6 @@ def build_hf_vlm(
     policy.policy_version = int(saved.get("policy_version", 0))
     policy.merged_adapters = merged
     return policy
-
-
-def _adapter_files(path: str) -> dict[str, bytes]:
-    out = {}
-    for name in _ADAPTER_FILES:
-        with open(os.path.join(path, name), "rb") as f:
-            out[name] = f.read()
-    return out
-
-
-def _merged_adapters(path: str) -> list[dict[str, bytes]]:
-    """The adapters a saved policy at ``path`` keeps under ``merged/``, in merge order."""
-    root = os.path.join(path, MERGED_DIR)
-    if not os.path.isdir(root):
-        return []
-    return [_adapter_files(os.path.join(root, d)) for d in sorted(os.listdir(root))]
-
-
-def _merge_adapter_files(model: Any, files: dict[str, bytes]) -> Any:
-    """``model`` with the adapter in ``files`` merged into its weights."""
-    import tempfile
-
-    from peft import PeftModel
-
-    with tempfile.TemporaryDirectory() as tmp:
-        for name, data in files.items():
-            with open(os.path.join(tmp, name), "wb") as f:
-                f.write(data)
-        return PeftModel.from_pretrained(model, tmp).merge_and_unload()
 
 
 def _has_tokenizer(path: str) -> bool:

@@ -797,3 +797,17 @@ def build_tiny_video_lm(
     paths = cached_base(benchmark, seed=seed, n_frames=n_frames)
     return from_base(paths, frames=frames, n_frames=n_frames, lora_r=lora_r, lora_alpha=lora_alpha,
                      value_head=value_head, seed=seed)
+
+
+def default_sft_checkpoint(benchmark: Any, *, seed: int = 0, progress: bool = False) -> str:
+    """``DefaultCheckpoint``: the SFT policy ``rlaif sft`` trains on ``benchmark``'s
+    pre-trained base (once, cached under ``$RLAIF_CACHE``); what RL starts from when the
+    config gives no ``[policy] path``."""
+    from rlaif.train.sft import default_sft_dir, run_sft
+
+    out = default_sft_dir(benchmark, seed=seed)
+    run_sft(out, benchmark=benchmark, seed=seed, progress=progress)
+    return str(out)
+
+
+build_tiny_video_lm.default_checkpoint = default_sft_checkpoint  # type: ignore[attr-defined]

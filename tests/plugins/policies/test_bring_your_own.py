@@ -73,7 +73,12 @@ def write_video_qa(root: Path) -> dict[str, str]:
     return {"videos": str(videos), **files}
 
 
-def write_config(path: Path, model: str, data: dict[str, str], n_frames: int) -> Path:
+def write_config(path: Path, model: str, data: dict[str, str], n_frames: int, *, fmt: str = "qa-pairs",
+                 benchmark: str | None = None, oracle: str = 'name = "ground-truth"') -> Path:
+    """A run config; ``benchmark`` (TOML lines) replaces the qa-pairs ``annotations`` table
+    of ``data``, ``oracle`` the ground-truth oracle section."""
+    if benchmark is None:
+        benchmark = f"annotations = {{ sft = \"{data['sft']}\", rl = \"{data['rl']}\", test = \"{data['test']}\" }}"
     path.write_text(f"""
 [run]
 steps = 2
@@ -94,11 +99,11 @@ dtype = "float32"
 [benchmark]
 name = "video-qa"
 videos = "{data['videos']}"
-format = "qa-pairs"
-annotations = {{ sft = "{data['sft']}", rl = "{data['rl']}", test = "{data['test']}" }}
+format = "{fmt}"
+{benchmark}
 
 [oracle]
-name = "ground-truth"
+{oracle}
 """)
     return path
 
@@ -135,6 +140,165 @@ def test_sft_run_eval_on_an_hf_vlm_with_qa_pairs(family: str, tmp_path: Path,
     report = invoke("eval", "--config", str(cfg), "--policy", str(saved), "--k", "0", "--no-baselines")
     assert report["policy"]["n/all"] == 2.0 and 0.0 <= report["policy"]["acc/all"] <= 1.0
     assert not (tmp_path / "cache").exists()  # nothing of the embedded stack was built
+
+
+def _judge_eval_helpers():  # type: ignore[no-untyped-def]
+    """The scripted OpenAI-compatible judge server of tests/train/test_judge_eval.py and its
+    VCGBench verdicts (tests are not a package)."""
+    import importlib.util
+
+    path = Path(__file__).parents[2] / "train" / "test_judge_eval.py"
+    spec = importlib.util.spec_from_file_location("_judge_eval_helpers", path)
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module
+
+
+def write_json(path: Path, rows: list[dict]) -> str:
+    path.write_text(json.dumps(rows))
+    return str(path)
+
+
+def write_jsonl_qa(root: Path) -> str:
+    """``SPLITS`` as one JSONL file whose ``split`` field places each item."""
+    rows = [{"id": f"{split}{i}", "video": v, "question": q, "answer": a, "split": split,
+             "type": "yes_no" if a in ("yes", "no") else "action"}
+            for split, items in SPLITS.items() for i, (v, q, a) in enumerate(items)]
+    (root / "qa.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(root / "qa.jsonl")
+
+
+#: split -> VCGBench generic, temporal and consistency items; every answer is long (a judge's)
+VCG = {
+    "sft": ([("clip_a", "describe the video ?", "the man is running on the road")],
+            [("clip_b", "what is the man doing ?", "he is cooking then he sits")], []),
+    "rl": ([("clip_b", "describe the video ?", "the man is cooking a red car")],
+           [("clip_a", "what is the man doing ?", "he is running then he sits")], []),
+    "test": ([("clip_c", "describe the video ?", "the man is running on the road")],
+             [("clip_b", "what is the cat doing ?", "the cat is jumping on the car")],
+             [("clip_a", "what is the man doing ?", "what is he doing in this video ?", "he is running on the road")]),
+}
+
+
+def write_vcgbench(root: Path) -> str:
+    """Video-ChatGPT's generic / temporal (``Q``, ``A``, ``video_name``) and consistency
+    (``Q1``, ``Q2``, ``A``) files per split, as a TOML ``annotations`` table."""
+    table = {}
+    for split, (generic, temporal, consistency) in VCG.items():
+        files = [write_json(root / f"{split}_generic.json", [{"video_name": v, "Q": q, "A": a} for v, q, a in generic]),
+                 write_json(root / f"{split}_temporal.json", [{"video_name": v, "Q": q, "A": a} for v, q, a in temporal])]
+        if consistency:
+            files.append(write_json(root / f"{split}_consistency.json",
+                                    [{"video_name": v, "Q1": q1, "Q2": q2, "A": a} for v, q1, q2, a in consistency]))
+        table[split] = files
+    return "annotations = { " + ", ".join(f"{s} = {json.dumps(f)}" for s, f in table.items()) + " }"
+
+
+def write_sft_conversations(root: Path) -> str:
+    """VLM-RLAIF SFT data: ``conversations`` of human / gpt turns about a ``video``, the
+    first question tagged ``<video>``; the first record has two rounds."""
+    return write_json(root / "sft_conversations.json", [
+        {"id": "conv0", "src_data": "anet", "video": "clip_a", "conversations": [
+            {"from": "human", "value": "<video>\nwhat is the man doing ?"}, {"from": "gpt", "value": "running"},
+            {"from": "human", "value": "is the dog red ?"}, {"from": "gpt", "value": "no"}]},
+        {"id": "conv1", "video": "clip_b.mp4", "conversations": [
+            {"from": "human", "value": "<video>\ndescribe the video ?"},
+            {"from": "gpt", "value": "the man is cooking on the road"}]},
+    ])
+
+
+def ranking_or_vcg_verdict(vcg_judge):  # type: ignore[no-untyped-def]
+    """A scripted judge for both halves of the pipeline: the llm-judge oracle's listwise
+    prompt ("Answer A: ...") gets a ranking on its first line ("B > A") and a reason, as
+    its generate mode asks, and a pointwise one ("Answer: ...") a yes / no; Video-ChatGPT's per-criterion
+    prompts of judge-scored eval get ``vcg_judge``'s ``{'score': N}``."""
+    import re
+
+    from rlaif.plugins.oracles.llm_judge import SYSTEM_PROMPT
+
+    def respond(messages: list[dict[str, str]], n: int) -> str:
+        if messages[0]["content"] != SYSTEM_PROMPT:
+            return vcg_judge(messages, n)
+        user = messages[-1]["content"]
+        labels = re.findall(r"^Answer ([A-Z]):", user, re.M)
+        if labels:
+            return " > ".join(reversed(labels)) + "\nReason: the later answer is more complete."
+        answer = re.search(r"^Answer: (.*)$", user, re.M)
+        assert answer is not None, user
+        return "yes" if len(answer.group(1)) % 2 == 0 else "no"  # pointwise: a verdict per answer
+
+    return respond
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("fmt", ["jsonl", "vcgbench", "vcgbench-pointwise", "sft_conversations"])
+def test_sft_run_eval_on_an_hf_vlm_in_every_format(fmt: str, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """The remaining video-qa formats through ``rlaif sft`` -> ``run`` -> ``eval`` on the tiny
+    Qwen2.5-VL (qa-pairs: the test above). ``jsonl``: short answers, the ground-truth oracle
+    and exact match. ``vcgbench``: long answers, so the run ranks with ``llm-judge``
+    (listwise; pointwise in ``vcgbench-pointwise``) and the eval scores them with
+    ``--judge-url``, both against the scripted OpenAI-compatible server of
+    test_judge_eval.py on 127.0.0.1. ``sft_conversations``: VLM-RLAIF SFT conversations
+    (multi-turn) feed ``rlaif sft``, the QA comes from jsonl. VLM-RLAIF preference files
+    feed ``rlaif train-rm`` in test_train_rm_on_benchmark_preference_pairs_with_an_hf_vlm
+    below, so they are not repeated here."""
+    from rlaif.plugins.oracles import llm_judge
+
+    h = _hf_vlm_helpers()
+    torch.set_num_threads(1)
+    monkeypatch.setenv("RLAIF_CACHE", str(tmp_path / "cache"))
+    model = h.save_qwen2_5_vl(str(tmp_path / "model"))
+    data = write_video_qa(tmp_path / "data")  # the clips (and qa-pairs files, unused here)
+    root = tmp_path / "data"
+    server = None
+    if fmt.startswith("vcgbench"):
+        je = _judge_eval_helpers()
+        server = je.ScriptedJudge(ranking_or_vcg_verdict(je.vcg_judge)).__enter__()
+        cfg = write_config(tmp_path / "cfg.toml", model, data, n_frames=2, fmt="vcgbench",
+                           benchmark=write_vcgbench(root),
+                           oracle=f'name = "llm-judge"\njudge_url = "{server.url}"\nmodel = "tiny-judge"\n'
+                                  'mode = "generate"\ncontext = "none"\nretries = 0'
+                                  + ("\npointwise = true" if fmt == "vcgbench-pointwise" else ""))
+        sft_items = 2
+    else:
+        bench = f"annotations = \"{write_jsonl_qa(root)}\""
+        sft_items = 2
+        if fmt == "sft_conversations":
+            bench += f"\nsft_conversations = \"{write_sft_conversations(root)}\""
+            sft_items = 2 + 3  # the sft split's QA, then one example per gpt turn
+        cfg = write_config(tmp_path / "cfg.toml", model, data, n_frames=2, fmt="jsonl", benchmark=bench)
+    try:
+        sft = invoke("sft", "--config", str(cfg), "--out", str(tmp_path / "sft"), "--epochs", "1", "--batch-size",
+                     "1", "--lr", "1e-3")
+        assert sft["items"] == sft_items and (tmp_path / "sft" / "adapter_config.json").exists()
+
+        run_dir = tmp_path / "run"
+        ran = invoke("run", "--config", str(cfg), "--policy", str(tmp_path / "sft"), "--run-dir", str(run_dir),
+                     "--no-progress")
+        assert ran["steps"] == 2 and ran["groups_failed"] == 0
+        saved = run_dir / "policy"
+        assert (saved / "adapter_config.json").exists()
+
+        judge = [] if server is None else ["--judge-url", server.url, "--judge-model", "tiny-judge"]
+        report = invoke("eval", "--config", str(cfg), "--policy", str(saved), "--k", "0", "--no-baselines", *judge)
+        m = report["policy"]
+        assert not m.get("n/unscored") and not m.get("n/judge_failed")
+        if server is not None:
+            assert ran["oracle"] == "llm-judge" and m["n/judged"] == 3.0 and m["n/all"] == 0.0
+            assert {"vcg/correctness", "vcg/detail", "vcg/context", "vcg/temporal", "vcg/consistency",
+                    "vcg/average"} <= set(m)
+            asked = [b for b in server.bodies if b["messages"][0]["content"] == llm_judge.SYSTEM_PROMPT]
+            # two steps of two groups of two: one listwise request per group, or one per answer
+            assert len(asked) == (8 if fmt == "vcgbench-pointwise" else 4)
+        else:
+            assert ran["oracle"] == "ground-truth" and m["n/all"] == 2.0 and 0.0 <= m["acc/all"] <= 1.0
+            assert "acc/yes_no" in m and "acc/action" in m  # the jsonl ``type`` is the qtype
+    finally:
+        if server is not None:
+            server.__exit__()
+    # nothing of the embedded stack was built; the judge's verdicts are cached
+    assert sorted(p.name for p in tmp_path.glob("cache/*")) == (["judge-eval"] if server is not None else [])
 
 
 def test_rl_policy_keeps_its_sft_adapter(tmp_path: Path) -> None:

@@ -148,6 +148,32 @@ def test_save_and_reload(llama_dir, tmp_path):  # type: ignore[no-untyped-def]
         torch.testing.assert_close(merged.logprobs(prompts(), rollouts)[0], logprobs, atol=1e-5, rtol=0)
 
 
+def test_rl_policy_keeps_its_sft_adapter(llama_dir, tmp_path):  # type: ignore[no-untyped-def]
+    """A policy built on an SFT adapter (merged, a fresh one on top) saves a copy of the
+    merged one under merged/00/, and reloading the save gives the same log-probs: the RL
+    result evaluates on top of its SFT, not the base."""
+    torch.set_num_threads(1)
+    sft = build_cpu(llama_dir)
+    perturb_lora(sft, seed=1)
+    sft.save(str(tmp_path / "sft"))
+    rl = build_cpu(str(tmp_path / "sft"))
+    perturb_lora(rl, seed=2)
+    rl.save(str(tmp_path / "rl"))
+    assert os.path.isfile(tmp_path / "rl" / "merged" / "00" / "adapter_model.safetensors")
+    rollouts = [Rollout(prompt_id="p0", index=0, text="", token_ids=[5, 6, 2])] * 2
+    expected, _ = rl.logprobs(prompts(), rollouts)
+    again = build_cpu(str(tmp_path / "rl"), new_adapter=False)
+    torch.testing.assert_close(again.logprobs(prompts(), rollouts)[0], expected, atol=1e-5, rtol=0)
+    with sft.adapters_disabled():
+        base, _ = sft.logprobs(prompts(), rollouts)
+    assert not torch.allclose(base, expected, atol=1e-3)  # the check would catch a lost SFT adapter
+    # Built for RL again, both adapters sit in the reference and a third trains on top.
+    stacked = build_cpu(str(tmp_path / "rl"))
+    assert len(stacked.merged_adapters) == 2
+    with stacked.adapters_disabled():
+        torch.testing.assert_close(stacked.logprobs(prompts(), rollouts)[0], expected, atol=1e-5, rtol=0)
+
+
 def test_registered_and_built_through_the_registry(llama_dir):  # type: ignore[no-untyped-def]
     import rlaif.plugins.policies as builtin_policies
     from rlaif.core.registry import Registry
