@@ -15,7 +15,7 @@ plugins_app = typer.Typer(help="Inspect installed plugins.", no_args_is_help=Tru
 @plugins_app.command("list")
 @handle_errors
 def list_plugins(
-    kind: Optional[str] = typer.Option(None, "--kind", help="encoder | policy | oracle | loss | benchmark"),  # noqa: UP045
+    kind: Optional[str] = typer.Option(None, "--kind", help="policy | oracle | loss | benchmark"),  # noqa: UP045
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
     """List every component with its kind, name, package, version and load errors."""

@@ -15,6 +15,9 @@ the component and its options::
     name = "grpo-rank"
     kl_coef = 0.04
 
+An ``[encoder]`` table, which runs stored by earlier versions always carry, is accepted
+and ignored with a one-line note (:data:`RETIRED_SECTIONS`).
+
 All problems (unknown keys, wrong types, values that would make a run meaningless,
 unknown component names) are collected and raised together as one
 :class:`~rlaif.core.errors.ConfigError`, before a command creates anything.
@@ -72,7 +75,6 @@ class ComponentChoice:
 
 
 DEFAULT_COMPONENTS: dict[str, str] = {
-    "encoder": "tiny-conv",
     "policy": "tiny-video-lm",
     "oracle": "ground-truth",
     "loss": "grpo-rank",
@@ -195,10 +197,27 @@ def check_config(config: RunConfig, source: str | None = None) -> None:
         raise ConfigError(problems, source)
 
 
+#: Sections earlier versions read and stored that configure nothing any more: every stored
+#: run config carries ``[encoder] name = "tiny-conv"``, yet no policy ever took a
+#: registry-built encoder (tiny-video-lm's encoder comes with its base or checkpoint).
+RETIRED_SECTIONS: dict[str, str] = {
+    "encoder": "the policy brings its own encoder (tiny-video-lm: tiny-conv, saved in its checkpoint)",
+}
+
+
+def without_retired(data: dict[str, Any], source: str | None = None) -> dict[str, Any]:
+    """``data`` without its :data:`RETIRED_SECTIONS`, with a one-line note on stderr for each."""
+    for section in [s for s in RETIRED_SECTIONS if s in data]:
+        where = f"{source}: " if source else ""
+        print(f"note: {where}[{section}] is ignored; {RETIRED_SECTIONS[section]}", file=sys.stderr, flush=True)
+    return {k: v for k, v in data.items() if k not in RETIRED_SECTIONS}
+
+
 def config_from_dict(data: dict[str, Any], source: str | None = None,
                      known_components: dict[str, list[str]] | None = None) -> RunConfig:
     """Validate a loaded TOML mapping. ``known_components`` (kind -> names) enables the
     unknown-component check; pass the registry's names."""
+    data = without_retired(data, source)
     problems: list[str] = []
     config = RunConfig()
     valid_top = ["run", *KINDS, "schedule"]

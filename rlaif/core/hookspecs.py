@@ -24,11 +24,6 @@ class Register(Protocol):
 
 
 @hookspec
-def rlaif_register_encoders(register: Register) -> None:
-    """Register video encoders (frames -> features)."""
-
-
-@hookspec
 def rlaif_register_policies(register: Register) -> None:
     """Register policies (video-language models that sample and score answers)."""
 
@@ -50,7 +45,6 @@ def rlaif_register_benchmarks(register: Register) -> None:
 
 #: kind -> hook name; the registry and the docs test iterate over this.
 HOOK_FOR_KIND: dict[str, str] = {
-    "encoder": "rlaif_register_encoders",
     "policy": "rlaif_register_policies",
     "oracle": "rlaif_register_oracles",
     "loss": "rlaif_register_losses",

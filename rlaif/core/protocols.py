@@ -1,4 +1,4 @@
-"""Typed interfaces of the five component kinds.
+"""Typed interfaces of the four component kinds, and of the video encoder a policy embeds.
 
 Components never inherit from each other; anything with these attributes and methods is
 a valid component (``typing.Protocol``). Tensor-typed arguments are annotated ``Any`` so
@@ -14,12 +14,15 @@ from typing import Any, Protocol, runtime_checkable
 
 from rlaif.core.records import Group, Prompt, Ranking, Rollout
 
-KINDS: tuple[str, ...] = ("encoder", "policy", "oracle", "loss", "benchmark")
+KINDS: tuple[str, ...] = ("policy", "oracle", "loss", "benchmark")
 
 
 @runtime_checkable
 class Encoder(Protocol):
-    """Video frames -> visual features. Frozen during RL; features are cached per video."""
+    """Video frames -> visual features. Frozen during RL; features are cached per video.
+
+    Not a registry kind: a policy owns its encoder and saves it with its checkpoints
+    (tiny-video-lm embeds ``rlaif.plugins.encoders.tiny_conv``)."""
 
     name: str
     feature_dim: int

@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from rlaif.core.config import RunConfig, config_from_dict
+from rlaif.core.config import RunConfig, config_from_dict, without_retired
 from rlaif.core.errors import ConfigError
 
 #: ``[run]`` keys a resume may change, and how.
@@ -86,6 +86,7 @@ def resume_config(stored: Mapping[str, Any], user: Mapping[str, Any], *, labels:
     one :class:`ConfigError` listing every change a resume may not make and every stored
     endpoint, secret name and path the user has not confirmed."""
     config = config_from_dict(dict(stored), source, known_components)
+    user = without_retired(dict(user), user_source)
     # A section the user wrote without a name is about the stored component, not the default one.
     named = {section: ({"name": config.components[section].name, **table}
                        if isinstance(table, Mapping) and "name" not in table and section in config.components

@@ -124,3 +124,11 @@ def test_debug_shows_the_exception() -> None:
     result = invoke("--debug", "plugins", "list", "--kind", "bogus")
     assert result.exit_code != 0
     assert isinstance(result.exception, UsageError)
+
+
+def test_encoders_are_not_a_kind() -> None:
+    """Encoders are plain modules a policy embeds, not components chosen per run."""
+    assert "encoder" not in KINDS
+    assert not any(row["kind"] == "encoder" for row in list_json())
+    result = invoke("plugins", "list", "--kind", "encoder")
+    assert result.exit_code != 0 and "unknown kind 'encoder'" in result.output

@@ -8,7 +8,6 @@ from rlaif.core.config import load_config
 from rlaif.core.errors import ConfigError
 
 KNOWN = {
-    "encoder": ["tiny-conv"],
     "policy": ["tiny-video-lm"],
     "oracle": ["ground-truth", "llm-judge"],
     "loss": ["grpo-rank", "dpo"],
@@ -113,3 +112,23 @@ def test_a_config_built_in_code_is_checked_too() -> None:
     config.run.temperature = 0.0
     with pytest.raises(ConfigError, match="run.temperature must be > 0.*run.inner_epochs must be >= 1"):
         check_config(config)
+
+
+def test_an_old_run_config_with_an_encoder_table_still_loads(capsys: pytest.CaptureFixture[str]) -> None:
+    """Runs stored before encoders stopped being a kind carry ``[encoder] name = "tiny-conv"``."""
+    from rlaif.core.config import RunConfig, config_from_dict
+
+    stored = {**RunConfig().to_dict(), "encoder": {"name": "tiny-conv", "n_frames": 8}}
+    config = config_from_dict(stored, "runs/old", KNOWN)
+    assert "encoder" not in config.components and "encoder" not in config.to_dict()
+    assert config.choice("policy").name == "tiny-video-lm"
+    note = capsys.readouterr().err.strip().splitlines()
+    assert note == ["note: runs/old: [encoder] is ignored; the policy brings its own encoder "
+                    "(tiny-video-lm: tiny-conv, saved in its checkpoint)"]
+
+
+def test_set_encoder_is_an_unknown_section() -> None:
+    from rlaif.core.config import parse_sets
+
+    with pytest.raises(ConfigError, match="unknown section 'encoder'"):
+        parse_sets(["encoder.name=clip"])

@@ -101,11 +101,11 @@ def test_raising_hook_is_isolated(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_unresolvable_target_is_a_plugin_load_error() -> None:
     class Bad:
         @hookimpl
-        def rlaif_register_encoders(self, register):  # type: ignore[no-untyped-def]
+        def rlaif_register_oracles(self, register):  # type: ignore[no-untyped-def]
             register("ghost", "no_such_module_xyz:Thing")
 
     registry = Registry()
     registry.add_plugin(Bad(), "bad")
-    assert registry.names("encoder") == ["ghost"]  # listing never imports the target
+    assert registry.names("oracle") == ["ghost"]  # listing never imports the target
     with pytest.raises(PluginLoadError, match="no_such_module_xyz"):
-        registry.build("encoder", "ghost")
+        registry.build("oracle", "ghost")

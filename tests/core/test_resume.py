@@ -115,3 +115,11 @@ def test_an_endpoint_cannot_be_added_to_a_judge_that_had_none() -> None:
     message = error_of(stored_run(), {"oracle": {"judge_url": "http://127.0.0.1:9/v1", "api_key_env": "K"}},
                        {"oracle.judge_url": "--judge-url", "oracle.api_key_env": "--api-key-env"})
     assert "--judge-url would set oracle.judge_url" in message and "--api-key-env would set" in message
+
+
+def test_an_old_run_with_an_encoder_table_resumes(capsys: pytest.CaptureFixture[str]) -> None:
+    """The ``[encoder]`` every earlier run stored, and one in a user's old ``--config``, are ignored."""
+    stored = {**stored_run(), "encoder": {"name": "tiny-conv"}}
+    config = resume_config(stored, {"encoder": {"name": "tiny-conv"}, "run": {"steps": 12}}, labels={})
+    assert config.run.steps == 12 and "encoder" not in config.components
+    assert capsys.readouterr().err.count("[encoder] is ignored") == 2

@@ -119,11 +119,10 @@ def test_eval_without_a_path_or_default_is_one_line(registry: Registry, monkeypa
 
     import rlaif.core.registry as registry_module
     import rlaif.plugins.benchmarks as builtin_benchmarks
-    import rlaif.plugins.encoders as builtin_encoders
     import rlaif.plugins.losses as builtin_losses
     from rlaif.cli.main import app
 
-    for module in (builtin_benchmarks, builtin_encoders, builtin_losses):
+    for module in (builtin_benchmarks, builtin_losses):
         registry.add_plugin(module, module.__name__)
     built: list[str] = []
     monkeypatch.setattr(registry_module, "_REGISTRY", registry)

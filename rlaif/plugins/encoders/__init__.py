@@ -1,10 +1,3 @@
-"""Built-in encoders, registered through the oracle_rlaif.plugins entry point like any plugin."""
-
-from rlaif import hookimpl
-
-
-@hookimpl
-def rlaif_register_encoders(register):  # type: ignore[no-untyped-def]
-    register("tiny-conv", "rlaif.plugins.encoders.tiny_conv:build_tiny_conv",
-             description="Small CNN pre-trained CLIP-style on the video world, frozen, Video-ChatGPT pooling")
-    register("clip", "rlaif.plugins.encoders.clip:build_clip", description="Frozen CLIP vision tower (local path or hub id) with Video-ChatGPT pooling")
+"""Video encoders, plain modules that policies embed: ``tiny_conv`` (tiny-video-lm's
+encoder, saved in its checkpoints) and ``clip`` (a frozen CLIP vision tower). Encoders are
+not a registry kind: a policy owns its encoder, so there is nothing to choose per run."""

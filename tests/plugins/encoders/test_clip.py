@@ -90,22 +90,8 @@ def test_factory_loads_local_path_and_pools(clip_dir):
     assert encoder.encode(FakeBenchmark().frames(video, 2)).shape == (2 + 16, 32)
 
 
-def test_builtin_hook_registers_clip():
-    import rlaif.plugins.encoders as builtin_encoders
-
-    seen = {}
-    builtin_encoders.rlaif_register_encoders(register=lambda name, target, description="": seen.update(
-        {name: (target, description)}))
-    assert seen["clip"][0] == "rlaif.plugins.encoders.clip:build_clip" and seen["clip"][1]
-
-
-def test_built_through_the_registry_with_benchmark_wiring(clip_dir):
-    import rlaif.plugins.encoders as builtin_encoders
-    from rlaif.core.registry import Registry
-
-    registry = Registry()
-    registry.add_plugin(builtin_encoders, "builtin-encoders")
-    encoder = registry.build("encoder", "clip", {"path": clip_dir, "n_frames": 2}, benchmark=FakeBenchmark())
+def test_encode_video_decodes_through_the_benchmark(clip_dir):
+    encoder = build_clip(clip_dir, n_frames=2, benchmark=FakeBenchmark())
     assert encoder.encode_video(VideoRef(video_id="v", path="v.mp4")).shape == (2 + 16, 32)
 
 

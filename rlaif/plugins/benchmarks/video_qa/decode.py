@@ -34,7 +34,12 @@ import av
 import numpy as np
 
 from rlaif.core.errors import VideoFileError
-from rlaif.plugins.benchmarks.video_world.video_io import uniform_indices
+from rlaif.plugins.benchmarks.video_world.video_io import (
+    existing_video,
+    undecodable,
+    uniform_indices,
+    video_stream,
+)
 
 #: Containers looked for when an annotation names a video without its extension.
 VIDEO_EXTENSIONS: tuple[str, ...] = (".mp4", ".webm", ".mkv", ".avi", ".mov")
@@ -62,10 +67,10 @@ class _SeekFailed(Exception):
 def probe_video(path: str | os.PathLike[str]) -> VideoInfo:
     """Frame count, frame rate and first timestamp of a video, decoding one frame.
     Raises :class:`VideoFileError` for a file that is missing or does not decode."""
-    path = _existing(path)
+    path = existing_video(path)
     try:
         with av.open(str(path)) as container:
-            stream = _video_stream(container, path)
+            stream = video_stream(container, path)
             first = next(iter(container.decode(stream)), None)
             if first is None:
                 raise VideoFileError(str(path), "no frames decode from it (damaged or truncated?)")
@@ -78,18 +83,18 @@ def probe_video(path: str | os.PathLike[str]) -> VideoInfo:
                 return VideoInfo(max(1, round((duration - start) * fps)), fps, start, exact=False)
         return VideoInfo(count_decoded_frames(path), fps, start, exact=True)
     except _DECODE_ERRORS as exc:
-        raise _unreadable(path, exc) from exc
+        raise undecodable(path, exc) from exc
 
 
 def count_decoded_frames(path: str | os.PathLike[str]) -> int:
     """Frames that really decode (slow: every frame is decoded, none is kept)."""
-    path = _existing(path)
+    path = existing_video(path)
     try:
         with av.open(str(path)) as container:
-            stream = _video_stream(container, path)
+            stream = video_stream(container, path)
             return sum(1 for _ in container.decode(stream))
     except _DECODE_ERRORS as exc:
-        raise _unreadable(path, exc) from exc
+        raise undecodable(path, exc) from exc
 
 
 def read_sampled_frames(
@@ -107,7 +112,7 @@ def read_sampled_frames(
     a sequential decode when seeking cannot be trusted; ``seek=False`` always decodes
     sequentially, keeping only the wanted frames. ``info`` (from :func:`probe_video`)
     saves probing the file again."""
-    path = _existing(path)
+    path = existing_video(path)
     info = info or probe_video(path)
     try:
         if seek and n_frames is not None and info.fps:
@@ -117,18 +122,18 @@ def read_sampled_frames(
                 pass
         return _sequential_frames(path, n_frames, frame_range, info)
     except _DECODE_ERRORS as exc:
-        raise _unreadable(path, exc) from exc
+        raise undecodable(path, exc) from exc
 
 
 def read_all_frames(path: str | os.PathLike[str]) -> np.ndarray:
     """Every frame, decoded in order: the reference the sampled reads must agree with."""
-    path = _existing(path)
+    path = existing_video(path)
     try:
         with av.open(str(path)) as container:
-            stream = _video_stream(container, path)
+            stream = video_stream(container, path)
             frames = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
     except _DECODE_ERRORS as exc:
-        raise _unreadable(path, exc) from exc
+        raise undecodable(path, exc) from exc
     if not frames:
         raise VideoFileError(str(path), "no frames decode from it (damaged or truncated?)")
     return np.stack(frames)
@@ -144,12 +149,12 @@ def read_image_frames(
     out: dict[int, np.ndarray] = {}
     wanted = _wanted(len(files), n_frames, frame_range)
     for i in sorted(set(wanted)):
-        path = _existing(files[i])
+        path = existing_video(files[i])
         try:
             with av.open(str(path)) as container:
-                frame = next(iter(container.decode(_video_stream(container, path))), None)
+                frame = next(iter(container.decode(video_stream(container, path))), None)
         except _DECODE_ERRORS as exc:
-            raise _unreadable(path, exc) from exc
+            raise undecodable(path, exc) from exc
         if frame is None:
             raise VideoFileError(str(path), "the image does not decode")
         out[i] = frame.to_ndarray(format="rgb24")
@@ -190,7 +195,7 @@ def _seek_frames(path: Path, wanted: list[int], info: VideoInfo) -> np.ndarray:
         raise _SeekFailed
     kept: dict[int, np.ndarray] = {}
     with av.open(str(path)) as container:
-        stream = _video_stream(container, path)
+        stream = video_stream(container, path)
         time_base = stream.time_base
         if time_base is None:
             raise _SeekFailed
@@ -231,7 +236,7 @@ def _sequential_frames(
     need, last = set(wanted), max(wanted)
     kept: dict[int, np.ndarray] = {}
     with av.open(str(path)) as container:
-        stream = _video_stream(container, path)
+        stream = video_stream(container, path)
         for i, frame in enumerate(container.decode(stream)):
             if i in need:
                 kept[i] = frame.to_ndarray(format="rgb24")
@@ -272,21 +277,3 @@ def _duration(container: Any, stream: Any) -> float | None:
     if container.duration:
         return float(container.duration) / av.time_base + float(container.start_time or 0) / av.time_base
     return None
-
-
-def _existing(path: str | os.PathLike[str]) -> Path:
-    path = Path(path)
-    if not path.is_file():
-        raise VideoFileError(str(path), "no such file" if not path.exists() else "not a file")
-    return path
-
-
-def _video_stream(container: Any, path: Path) -> Any:
-    if not container.streams.video:
-        raise VideoFileError(str(path), "it holds no video stream (damaged or not a video)")
-    return container.streams.video[0]
-
-
-def _unreadable(path: Path, exc: BaseException) -> VideoFileError:
-    reason = " ".join(str(exc).split()) or type(exc).__name__
-    return VideoFileError(str(path), f"it does not decode ({type(exc).__name__}: {reason}); damaged or truncated?")

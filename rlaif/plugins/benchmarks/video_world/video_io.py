@@ -126,31 +126,34 @@ def codec_roundtrip(frames: np.ndarray, *, fps: float = 8.0, codec: str = "h264"
 
 def count_frames(path: str | os.PathLike[str]) -> int:
     """Number of frames, from the container when it says, else by decoding."""
-    path = _existing(path)
+    path = existing_video(path)
     try:
         with av.open(str(path)) as container:
-            stream = _video_stream(container, path)
+            stream = video_stream(container, path)
             if stream.frames:
                 return int(stream.frames)
             return sum(1 for _ in container.decode(stream))
     except _DECODE_ERRORS as exc:
-        raise _unreadable(path, exc) from exc
+        raise undecodable(path, exc) from exc
 
 
-def _existing(path: str | os.PathLike[str]) -> Path:
+def existing_video(path: str | os.PathLike[str]) -> Path:
+    """``path`` as a Path, or a one-line error when it is missing or not a file."""
     path = Path(path)
     if not path.is_file():
         raise VideoFileError(str(path), "no such file" if not path.exists() else "not a file")
     return path
 
 
-def _video_stream(container: Any, path: Path) -> Any:
+def video_stream(container: Any, path: Path) -> Any:
+    """The first video stream of an open container, or a one-line error naming the file."""
     if not container.streams.video:
         raise VideoFileError(str(path), "it holds no video stream (damaged or not a video)")
     return container.streams.video[0]
 
 
-def _unreadable(path: Path, exc: BaseException) -> VideoFileError:
+def undecodable(path: Path, exc: BaseException) -> VideoFileError:
+    """The one-line error for a PyAV failure while decoding ``path``."""
     reason = " ".join(str(exc).split()) or type(exc).__name__
     return VideoFileError(
         str(path), f"it does not decode ({type(exc).__name__}: {reason}); damaged or truncated?"
@@ -166,12 +169,12 @@ def read_frames(
     :func:`uniform_indices` (repeating frames when the video is shorter). ``frame_range``
     ``(start, stop)`` restricts sampling to those frames (a clip of the video).
     """
-    path = _existing(path)
+    path = existing_video(path)
     sampling = n_frames is not None or frame_range is not None
     frames: list[np.ndarray] | None = None
     try:
         with av.open(str(path)) as container:
-            stream = _video_stream(container, path)
+            stream = video_stream(container, path)
             stream.thread_type = "NONE"  # tiny frames: threads cost more than they save
             total = int(stream.frames or 0)
             if total and sampling:
@@ -182,10 +185,10 @@ def read_frames(
                 frames = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
         if frames is None:  # the container's frame count was wrong: decode everything
             with av.open(str(path)) as container:
-                stream = _video_stream(container, path)
+                stream = video_stream(container, path)
                 frames = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
     except _DECODE_ERRORS as exc:
-        raise _unreadable(path, exc) from exc
+        raise undecodable(path, exc) from exc
     if not frames:
         raise VideoFileError(str(path), "no frames decode from it (damaged or truncated?)")
     if not sampling:
