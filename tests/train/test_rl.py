@@ -632,6 +632,7 @@ def test_a_judge_that_never_answers_stops_the_run(tiny: dict[str, Path], canned_
                    "--no-progress", check=False)
     assert proc.returncode == 1, proc.stderr[-3000:]
     line = error_line(proc)
+    assert proc.stderr.strip().splitlines() == [line], proc.stderr  # one line, no warning or traceback around it
     assert "oracle llm-judge at " + url in line and "4 of 4 groups at step 1" in line, line
     assert why in line and f"--resume {run_dir}" in line, line
     assert "done" not in proc.stdout
