@@ -210,8 +210,29 @@ def build_components(config: RunConfig, registry: Registry, *, store: Any = None
     policy = registry.build("policy", choice("policy").name, policy_options, benchmark=benchmark,
                             seed=config.run.seed)
     oracle = build_oracle(registry, config, benchmark, policy=policy, store=store)
+    check_oracle_scores_split(oracle, benchmark)
     loss = registry.build("loss", choice("loss").name, choice("loss").options)
     return Components(benchmark, policy, oracle, loss)
+
+
+def check_oracle_scores_split(oracle: Any, benchmark: Any, split: str = "rl") -> None:
+    """Refuse a run whose oracle cannot score some of ``split``'s prompts (its optional
+    ``can_score(prompt)``: ground-truth cannot score free-text answers), with one line
+    naming how many and the first, before any step samples; without the check the run
+    would stop at the first such prompt a step draws."""
+    can_score = getattr(oracle, "can_score", None)
+    if not callable(can_score):
+        return
+    prompts = list(benchmark.prompts(split))
+    refused = [p for p in prompts if not can_score(visible_prompt(p, oracle))]
+    if refused:
+        name = getattr(oracle, "name", type(oracle).__name__)
+        raise UsageError(
+            f"oracle {name} cannot score {len(refused)} of the {len(prompts)} {split} items of "
+            f"{getattr(benchmark, 'name', 'the benchmark')} (first: {refused[0].prompt_id!r}): their answers are free "
+            f"text that needs a judge; use a judge oracle (e.g. --oracle llm-judge) or an {split} split without "
+            "free-text answers"
+        )
 
 
 def init_value_head(comp: Components) -> str | None:

@@ -16,6 +16,10 @@ Candidates equal on every key in use are reported as ties (they share a rank gai
 ``grpo-rank``). The finer tie-breaks are opt-in because only the rank losses see them: in
 an all-wrong group ``formed-length`` tells ``grpo-rank`` and ``dpo`` that a shorter wrong
 answer is better, a length prior that ``grpo`` and ``ppo`` (reading the scores) never get.
+
+Free-text answers (a benchmark's ``needs_judge`` items) cannot be scored this way:
+:meth:`GroundTruthOracle.can_score` says so per prompt, and ``rlaif run`` checks its
+``rl`` split with it when it builds the oracle.
 """
 
 from __future__ import annotations
@@ -69,6 +73,15 @@ class GroundTruthOracle:
                         scores=[k[0] for k in keys], rationale=RATIONALES[self.tie_break])
             )
         return rankings
+
+    def can_score(self, prompt: Any) -> bool:
+        """Whether :meth:`rank` can score candidates to ``prompt`` by exact match: not
+        when the benchmark marks its answer as free text that needs a judge (video-qa's
+        ``needs_judge``; ``item_score`` refuses those), so a run can refuse such items
+        before it starts rather than stop at the first one."""
+        from rlaif.train.judge_eval import needs_judge
+
+        return not needs_judge(self.benchmark, prompt)
 
     def _key(self, prompt: Any, rollout: Any) -> tuple[float, ...]:
         """Sort key, larger is better: (score,) plus the tie-break's keys."""

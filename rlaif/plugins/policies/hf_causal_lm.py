@@ -3,7 +3,10 @@
 ``HFCausalLM`` wraps an ``AutoModelForCausalLM`` checkpoint (local directory or hub id)
 and exposes the Policy API of the video policies on text alone: the prompt is
 ``prompt.question`` tokenised as the tokenizer does by default (BOS where it adds one),
-and the video is ignored. It serves text baselines (e.g. the comparison with TRL in
+and the video is ignored. No chat template is applied; the earlier turns of a multi-turn
+prompt (``meta["history"]``, ``[question, answer]`` pairs) come first as plain
+alternating lines, question then answer, and the prompt's question is the last line
+(:meth:`HFCausalLM.prompt_text`). It serves text baselines (e.g. the comparison with TRL in
 ``benchmarks/grpo_step.py``) and text judges (:meth:`HFCausalLM.complete`).
 
 Sampling is a hand-written KV-cache loop rather than ``model.generate``: all
@@ -35,6 +38,7 @@ from rlaif.plugins.policies.hf_common import (
     PeftPolicyBase,
     answer_nll,
     empty_outputs,
+    prompt_history,
     restore_merged_adapters,
     sampling_temperature,
     save_merged_adapters,
@@ -104,6 +108,12 @@ class HFCausalLM(PeftPolicyBase):
                 self._prompt_cache.clear()
             self._prompt_cache[text] = ids
         return ids
+
+    @staticmethod
+    def prompt_text(prompt: Prompt) -> str:
+        """The text the model continues: each earlier ``(question, answer)`` turn of
+        ``meta["history"]`` as two lines, then the question."""
+        return "\n".join([*(line for turn in prompt_history(prompt) for line in turn), prompt.question])
 
     def _batch(self, prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]] | None = None
                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int, int]:
@@ -196,7 +206,7 @@ class HFCausalLM(PeftPolicyBase):
         ``finished``); ``logprobs`` are per-token log-probs at ``temperature``."""
         if not prompts:
             return []
-        rows = [self._prompt_ids(p.question) for p in prompts for _ in range(n)]
+        rows = [self._prompt_ids(self.prompt_text(p)) for p in prompts for _ in range(n)]
         sampled = self._sample(rows, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
                                greedy=greedy)
         return self._rollout_groups(prompts, n, sampled)
@@ -221,7 +231,7 @@ class HFCausalLM(PeftPolicyBase):
         policy's entropy at each response position."""
         if len(prompts) != len(rollouts):
             raise ValueError(f"{len(prompts)} prompts for {len(rollouts)} rollouts; pass one prompt per rollout")
-        return self._score([self._prompt_ids(p.question) for p in prompts], [list(r.token_ids) for r in rollouts],
+        return self._score([self._prompt_ids(self.prompt_text(p)) for p in prompts], [list(r.token_ids) for r in rollouts],
                            with_values=with_values, with_entropies=with_entropies, temperature=temperature)
 
     def _score(self, prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]], *,
@@ -255,7 +265,7 @@ class HFCausalLM(PeftPolicyBase):
                       ) -> torch.Tensor:
         """Cross-entropy of ``answer + EOS`` given each prompt (SFT): per-answer token
         mean averaged over answers (``"sequence"``), or mean over all tokens (``"token"``)."""
-        out = self._score([self._prompt_ids(p.question) for p in prompts], [self.answer_ids(a) for a in answers])
+        out = self._score([self._prompt_ids(self.prompt_text(p)) for p in prompts], [self.answer_ids(a) for a in answers])
         return answer_nll(out, reduction)
 
     def last_hidden_states(self, prompts: Sequence[Prompt], responses: Sequence[Sequence[int]]) -> torch.Tensor:
@@ -263,7 +273,7 @@ class HFCausalLM(PeftPolicyBase):
         adapter on) of each response's last token, for a reward model's scalar head."""
         if any(not len(r) for r in responses):
             raise ValueError("every response needs at least one token")
-        ids, mask, positions, width, _ = self._batch([self._prompt_ids(p.question) for p in prompts], responses)
+        ids, mask, positions, width, _ = self._batch([self._prompt_ids(self.prompt_text(p)) for p in prompts], responses)
         out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=False,
                          logits_to_keep=1, output_hidden_states=True)
         hidden = out.hidden_states[-1]  # [N, P + L, H]

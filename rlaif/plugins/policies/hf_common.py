@@ -2,8 +2,8 @@
 LoRA-adapted model kept in eval mode, the value model (its own LoRA adapter and a
 zero-initialised head), the trainable
 parameters, device moves, the reference policy as "adapter off", decoding, the
-assembly of sampled rows into rollout groups, and the copies of merged adapters a saved
-policy keeps so that it loads on its own."""
+assembly of sampled rows into rollout groups, the copies of merged adapters a saved
+policy keeps so that it loads on its own, and the earlier turns of a multi-turn prompt."""
 
 from __future__ import annotations
 
@@ -267,6 +267,20 @@ class PeftPolicyBase:
         """No-grad ``(logprobs [N, L], mask [N, L])``; see :meth:`forward_responses`."""
         out = self.forward_responses(prompts, rollouts)
         return out["logprobs"], out["mask"]
+
+
+def prompt_history(prompt: Prompt) -> tuple[tuple[str, str], ...]:
+    """The earlier ``(question, answer)`` turns of ``prompt``'s conversation, oldest first:
+    ``meta["history"]`` as the video-qa benchmark writes it for a later turn of a
+    VLM-RLAIF conversation (``[[question, answer], ...]``); empty for a single question."""
+    turns = prompt.meta.get("history") or ()
+    out = []
+    for turn in turns:
+        if not (isinstance(turn, (list, tuple)) and len(turn) == 2 and all(isinstance(t, str) for t in turn)):
+            raise ValueError(f"prompt {prompt.prompt_id!r}: meta['history'] must be [question, answer] text pairs, "
+                             f"got {turn!r:.60}")
+        out.append((turn[0], turn[1]))
+    return tuple(out)
 
 
 def empty_outputs(rows: int, mask: torch.Tensor, *, with_values: bool, with_entropies: bool) -> dict[str, torch.Tensor]:

@@ -62,6 +62,7 @@ from rlaif.plugins.policies.hf_common import (
     PeftPolicyBase,
     answer_nll,
     empty_outputs,
+    prompt_history,
     restore_merged_adapters,
     sampling_temperature,
     save_merged_adapters,
@@ -506,32 +507,52 @@ class HFVideoVLM(PeftPolicyBase):
         self._videos.move_to_end(key)
         return self._videos[key]
 
-    def render(self, question: str, *, with_video: bool = True) -> str:
-        """The prompt text (chat template, or a plain fallback) with the bare video marker."""
+    def render(self, question: str, *, with_video: bool = True, history: Sequence[tuple[str, str]] = ()) -> str:
+        """The prompt text (chat template, or a plain fallback) with the bare video marker.
+
+        ``history`` holds the earlier ``(question, answer)`` turns of a conversation: they
+        become earlier user / assistant messages, the video attached to the first user
+        turn (as VLM-RLAIF's conversations carry it), and only the last question is left
+        open for the answer. Without a template each earlier turn is the fallback's
+        ``USER:`` / ``ASSISTANT:`` lines with the answer after ``ASSISTANT:``."""
         marker = self.layout.marker
+        turns: list[tuple[str, str | None]] = [*history, (question, None)]
         if self.chat_template:
-            content: Any = ([{"type": "video"}] if with_video else []) + [{"type": "text", "text": question}]
+            messages: list[dict[str, Any]] = []
+            for k, (q, a) in enumerate(turns):
+                video = [{"type": "video"}] if with_video and k == 0 else []
+                messages.append({"role": "user", "content": [*video, {"type": "text", "text": q}]})
+                if a is not None:
+                    messages.append({"role": "assistant", "content": [{"type": "text", "text": a}]})
             text = self.tokenizer.apply_chat_template(
-                [{"role": "user", "content": content}], chat_template=self.chat_template,
-                tokenize=False, add_generation_prompt=True,
+                messages, chat_template=self.chat_template, tokenize=False, add_generation_prompt=True,
             )
             if not with_video or marker in text:
                 return str(text)
-            # A template that ignores video content: put the marker before the question.
-            return self.render(f"{marker}\n{question}", with_video=False)
-        if not with_video:
-            return FALLBACK_TEMPLATE.replace("{video}\n", "").format(question=question)
-        return FALLBACK_TEMPLATE.format(video=marker, question=question)
+            # A template that ignores video content: put the marker before the first question.
+            turns[0] = (f"{marker}\n{turns[0][0]}", turns[0][1])
+            return self.render(turns[-1][0], with_video=False, history=[(q, str(a)) for q, a in turns[:-1]])
+        lines = []
+        for k, (q, a) in enumerate(turns):
+            if with_video and k == 0:
+                line = FALLBACK_TEMPLATE.format(video=marker, question=q)
+            else:
+                line = FALLBACK_TEMPLATE.replace("{video}\n", "").format(question=q)
+            lines.append(line if a is None else f"{line} {a}")
+        return "\n".join(lines)
 
     def _encode(self, prompt: Prompt) -> _EncodedPrompt:
         """Prompt token ids (placeholders expanded) and the video's pixel tensors.
-        ``prompt.meta["frame_range"] = [start, stop)`` restricts the frames to one clip."""
+        ``prompt.meta["frame_range"] = [start, stop)`` restricts the frames to one clip;
+        ``prompt.meta["history"]`` (earlier turns) is rendered before the question."""
         frame_range = prompt.meta.get("frame_range")
         clip = tuple(int(c) for c in frame_range) if frame_range is not None else None
-        key = (prompt.prompt_id, prompt.question, prompt.video.video_id, prompt.video.path, self.n_frames, clip)
+        history = prompt_history(prompt)
+        key = (prompt.prompt_id, prompt.question, history, prompt.video.video_id, prompt.video.path, self.n_frames,
+               clip)
         if key not in self._prompts:
             video = self._video(prompt.video, clip)
-            text = self.render(prompt.question).replace(self.layout.marker, video.placeholder, 1)
+            text = self.render(prompt.question, history=history).replace(self.layout.marker, video.placeholder, 1)
             ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
             self._prompts[key] = _EncodedPrompt(list(ids), video.tensors, self._video_key(prompt.video, clip))
             while len(self._prompts) > self._cache_size:

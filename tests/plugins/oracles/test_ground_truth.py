@@ -70,3 +70,20 @@ def test_unknown_tie_break_and_benchmark_without_ground_truth_are_refused(world:
         GroundTruthOracle(world, tie_break="longest")
     with pytest.raises(OracleError, match="needs a benchmark with ground truth"):
         GroundTruthOracle(benchmark=None)
+
+
+def test_can_score_says_which_prompts_exact_match_cannot_score(world: Any) -> None:
+    """Free-text items (the benchmark's ``needs_judge``, else the prompt's meta) are the
+    ones ``rlaif run`` refuses up front for this oracle."""
+    prompt = next(iter(world.prompts("rl")))
+    oracle = GroundTruthOracle(world)
+    assert oracle.can_score(prompt)
+    assert not oracle.can_score(replace(prompt, meta={**prompt.meta, "needs_judge": True}))
+
+    class Judged:  # a benchmark that answers needs_judge itself
+        name, has_ground_truth = "judged", True
+
+        def needs_judge(self, p: Any) -> bool:
+            return p.prompt_id == prompt.prompt_id
+
+    assert not GroundTruthOracle(Judged()).can_score(prompt)

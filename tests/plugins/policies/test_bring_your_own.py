@@ -301,6 +301,38 @@ def test_sft_run_eval_on_an_hf_vlm_in_every_format(fmt: str, tmp_path: Path,
     assert sorted(p.name for p in tmp_path.glob("cache/*")) == (["judge-eval"] if server is not None else [])
 
 
+def test_ground_truth_run_on_a_split_with_free_text_answers_is_refused_up_front(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An rl split mixing short answers with a free-text one: the ground-truth oracle
+    cannot score the latter, so ``rlaif run`` refuses before its first step, in one line
+    naming how many items and the first, not at the step that first draws one."""
+    torch.set_num_threads(1)
+    monkeypatch.setenv("RLAIF_CACHE", str(tmp_path / "cache"))
+    model = _hf_vlm_helpers().save_llava_onevision(str(tmp_path / "model"))
+    data = write_video_qa(tmp_path / "data")
+    rows = [{"id": "rl0", "video": "clip_a", "question": "what is the man doing ?", "answer": "running"},
+            {"id": "rl1", "video": "clip_b", "question": "describe the video ?",
+             "answer": "the man is cooking then he sits on the road"},
+            {"id": "rl2", "video": "clip_c", "question": "is the dog red ?", "answer": "no"},
+            {"id": "rl3", "video": "clip_a", "question": "what is the cat doing ?", "answer": "it is jumping",
+             "needs_judge": True}]
+    qa = tmp_path / "data" / "mixed.jsonl"
+    qa.write_text("".join(json.dumps({**r, "split": "rl"}) + "\n" for r in rows))
+    cfg = write_config(tmp_path / "cfg.toml", model, data, n_frames=2, fmt="jsonl", benchmark=f'annotations = "{qa}"')
+    run_dir = tmp_path / "run"
+    result = CliRunner().invoke(app, ["run", "--config", str(cfg), "--run-dir", str(run_dir), "--no-progress"])
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.strip().splitlines() if "Loading weights" not in line]
+    assert len(lines) == 1, result.output
+    assert "oracle ground-truth cannot score 2 of the 4 rl items of video-qa (first: 'rl1')" in lines[0]
+    assert "judge oracle" in lines[0] and "split without free-text answers" in lines[0]
+    from rlaif.train.rl import RUN_ID
+    from rlaif.train.run_dir import last_committed_step
+
+    # no step ran, so the same directory takes the run again once the config is fixed
+    assert not (run_dir / "checkpoints").exists() and last_committed_step(run_dir, RUN_ID) is None
+
+
 def test_rl_policy_keeps_its_sft_adapter(tmp_path: Path) -> None:
     """A policy built on an SFT adapter (merged) saves a copy of it, and loading the save
     gives the same log-probs: the RL result evaluates on top of its SFT, not the base."""

@@ -189,3 +189,28 @@ def test_entropies_for_the_entropy_bonus(llama_dir, entropies_match_the_distribu
     policy = build_cpu(llama_dir)
     perturb_lora(policy)
     entropies_match_the_distribution(policy, prompts()[0], range(policy.model.config.vocab_size))
+
+
+def test_history_comes_first_as_plain_lines(llama_dir):  # type: ignore[no-untyped-def]
+    """No chat template: the earlier turns of a conversation are plain lines, question then
+    answer, before the question; only the answer is scored."""
+    torch.set_num_threads(1)
+    policy = build_cpu(llama_dir)
+    video = VideoRef(video_id="none", path="")
+    later = Prompt(prompt_id="c-t1", video=video, question="count to ten :",
+                   meta={"history": [["count to five :", "one two three four five"]]})
+    alone = Prompt(prompt_id="c-t1", video=video, question="count to ten :")
+    assert policy.prompt_text(later) == "count to five :\none two three four five\ncount to ten :"
+    assert policy.prompt_text(alone) == "count to ten :"
+    ids = policy._prompt_ids(policy.prompt_text(later))
+    words = policy.tokenizer.convert_ids_to_tokens(ids)
+    assert words.index("five") < words.index("one") < words.index("ten")
+
+    perturb_lora(policy)
+    answer = policy.answer_ids("six seven")
+    rollout = Rollout(prompt_id="c-t1", index=0, text="", token_ids=answer)
+    out = policy.forward_responses([later, alone], [rollout, rollout])
+    assert out["mask"].tolist() == [[1.0] * len(answer)] * 2
+    assert not torch.allclose(out["logprobs"][0], out["logprobs"][1], atol=1e-5)
+    loss = policy.sequence_loss([later], ["six seven"])
+    torch.testing.assert_close(loss.detach(), -out["logprobs"][0].detach().mean())

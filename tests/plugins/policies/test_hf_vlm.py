@@ -335,6 +335,61 @@ def test_chat_template_places_the_video(llava_dir):  # type: ignore[no-untyped-d
     assert policy.render("what ?") == "<video>\nwhat ?"
 
 
+def two_turn_prompt(history: bool = True) -> Prompt:
+    """The second turn of a VLM-RLAIF conversation, as video-qa's ``sft_examples`` gives it."""
+    meta = {"history": [["what is the man doing ?", "he is running"]]} if history else {}
+    return Prompt(prompt_id="conv0-t1", video=VideoRef(video_id="v0", path="v0.mp4"), question="is the dog red ?",
+                  reference="no", qtype="conversation", meta=meta)
+
+
+#: A role-aware template in the shape of LLaVA's and Qwen's: user and assistant turns, the
+#: video where a user message has one.
+ROLE_TEMPLATE = (
+    "{% for m in messages %}{{ m['role'] | upper }} : {% for c in m['content'] %}{% if c['type'] == 'video' %}"
+    "<video>{% else %}{{ c['text'] }}{% endif %}{% endfor %} {% endfor %}"
+    "{% if add_generation_prompt %}ASSISTANT :{% endif %}"
+)
+
+
+@pytest.mark.parametrize("template", [None, ROLE_TEMPLATE], ids=["fallback", "chat-template"])
+def test_history_is_rendered_as_earlier_turns(llava_dir, template):  # type: ignore[no-untyped-def]
+    """A later turn of a conversation is scored in its context: the first question and
+    answer come before the second question, the video with the first question only, and
+    the answer tokens alone are the target."""
+    torch.set_num_threads(1)
+    policy = build_cpu(llava_dir, lora_r=2, n_frames=2, benchmark=FakeBenchmark())
+    policy.chat_template = template
+    text = policy.render("is the dog red ?", history=[("what is the man doing ?", "he is running")])
+    if template is None:
+        assert text == ("USER: <video>\nwhat is the man doing ?\nASSISTANT: he is running\n"
+                        "USER: is the dog red ?\nASSISTANT:")
+    else:
+        assert text == ("USER : <video>what is the man doing ? ASSISTANT : he is running "
+                        "USER : is the dog red ? ASSISTANT :")
+
+    with_history, alone = policy._encode(two_turn_prompt()), policy._encode(two_turn_prompt(history=False))
+    video_id = policy.model.config.video_token_index
+    assert with_history.ids.count(video_id) == alone.ids.count(video_id) == 2 * 4 + 1  # one video, not two
+    decoded = policy.tokenizer.decode(with_history.ids)
+    first_q, first_a, second_q = (decoded.index(t) for t in ("what is the man doing", "he is running",
+                                                              "is the dog red"))
+    assert decoded.index("<video>") < first_q < first_a < second_q
+    tail = alone.ids[len(alone.ids) - alone.ids[::-1].index(video_id):]  # after the video: the question
+    assert with_history.ids[-len(tail):] == tail
+    assert "what" not in policy.tokenizer.decode(alone.ids)
+
+    perturb_lora(policy.model)
+    answer = policy.answer_ids("no")
+    rollout = Rollout(prompt_id="conv0-t1", index=0, text="", token_ids=answer)
+    out = policy.forward_responses([two_turn_prompt(), two_turn_prompt(history=False)], [rollout, rollout])
+    assert out["mask"].tolist() == [[1.0] * len(answer)] * 2  # the response only, history or not
+    assert not torch.allclose(out["logprobs"][0], out["logprobs"][1], atol=1e-5)
+    # the SFT loss reads the same prompts: its target is the final answer alone
+    loss = policy.sequence_loss([two_turn_prompt()], ["no"])
+    torch.testing.assert_close(loss.detach(), -out["logprobs"][0].detach().mean())
+    policy.model.zero_grad(set_to_none=True)
+
+
 def test_qwen_patch_layout_matches_the_reference():
     """Two identical frames must flatten exactly as Qwen2-VL's image processor flattens one
     image (numpy transcription of its patchify: (gh, gw, mh, mw, C, tp, ph, pw))."""
