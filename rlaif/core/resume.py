@@ -29,7 +29,7 @@ EXTENDABLE_RUN_KEYS = ("steps",)
 #: Option names of URLs; any other option whose value holds ``://`` counts too.
 ENDPOINT_OPTIONS = frozenset({"url", "base_url", "endpoint", "api_base"})
 #: Option names whose value is always a path that is read or written.
-PATH_OPTIONS = frozenset({"path", "root", "value_init"})
+PATH_OPTIONS = frozenset({"path", "root", "value_init", "videos", "annotations", "sft_conversations", "preferences"})
 PATH_SUFFIXES = ("_path", "_dir", "_root", "_file")
 #: Options naming either a built-in ("world", "default") or a directory / hub id to load.
 MODEL_OPTIONS = frozenset({"judge", "model"})
@@ -40,6 +40,11 @@ _MISSING = object()
 def sensitive_kind(option: str, value: Any) -> str | None:
     """Why a stored component option needs the user's word on resume (``endpoint``,
     ``secret name`` or ``path``), or None when it is safe to reuse."""
+    if isinstance(value, Mapping):  # e.g. video-qa's annotations = {sft = PATH, test = PATH}
+        value = list(value.values())
+    if isinstance(value, (list, tuple)):
+        kinds = [sensitive_kind(option, v) for v in value]
+        return next((k for k in kinds if k is not None), None)
     if not isinstance(value, str) or not value:
         return None
     if option in ENDPOINT_OPTIONS or option.endswith("_url") or "://" in value:

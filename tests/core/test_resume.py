@@ -123,3 +123,14 @@ def test_an_old_run_with_an_encoder_table_resumes(capsys: pytest.CaptureFixture[
     config = resume_config(stored, {"encoder": {"name": "tiny-conv"}, "run": {"steps": 12}}, labels={})
     assert config.run.steps == 12 and "encoder" not in config.components
     assert capsys.readouterr().err.count("[encoder] is ignored") == 2
+
+
+def test_benchmark_data_paths_count_as_paths_in_any_shape() -> None:
+    from rlaif.core.resume import sensitive_kind
+
+    assert sensitive_kind("videos", "/data/msvd/videos") == "path"
+    assert sensitive_kind("annotations", {"sft": "a.json", "test": "b.json"}) == "path"
+    assert sensitive_kind("annotations", ["a.json", "b.json"]) == "path"
+    assert sensitive_kind("preferences", "rm.json") == "path"
+    assert sensitive_kind("judge_urls", ["http://127.0.0.1:1/v1"]) == "endpoint"
+    assert sensitive_kind("qtypes", ["attribute", "counting"]) is None
