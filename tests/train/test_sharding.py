@@ -25,8 +25,8 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-#: What a rank prints when the C++ runtime aborts it (seen once in ~10 CI runs of the
-#: 2-process gloo launch, in generate, on a loaded 2-core machine).
+#: What a rank prints when the C++ runtime aborts it (seen once, in the second of three
+#: clean-clone CI runs, during generate, on a loaded 2-core machine; not reproduced since).
 CPP_ABORT = "terminate called without an active exception"
 
 
