@@ -36,6 +36,7 @@ import numpy as np
 from rlaif.core.errors import VideoFileError
 from rlaif.plugins.benchmarks.video_world.video_io import (
     existing_video,
+    read_frames,
     undecodable,
     uniform_indices,
     video_stream,
@@ -127,16 +128,7 @@ def read_sampled_frames(
 
 def read_all_frames(path: str | os.PathLike[str]) -> np.ndarray:
     """Every frame, decoded in order: the reference the sampled reads must agree with."""
-    path = existing_video(path)
-    try:
-        with av.open(str(path)) as container:
-            stream = video_stream(container, path)
-            frames = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
-    except _DECODE_ERRORS as exc:
-        raise undecodable(path, exc) from exc
-    if not frames:
-        raise VideoFileError(str(path), "no frames decode from it (damaged or truncated?)")
-    return np.stack(frames)
+    return read_frames(path)
 
 
 def read_image_frames(
