@@ -80,4 +80,5 @@ if __name__ == "__main__":
     steps = int(sys.argv[sys.argv.index("--steps") + 1]) if "--steps" in sys.argv else 2
     summary = run_rl(run_dir, config(llama_dir, sharding, steps), registry(), resume="--resume" in sys.argv,
                      progress=False)
-    print(json.dumps({"processes": summary.processes, "checksums": summary.param_checksums}), flush=True)
+    print(json.dumps({"processes": summary.processes, "checksums": summary.param_checksums,
+                      "oracle_calls": summary.oracle_calls}), flush=True)
