@@ -33,6 +33,9 @@ def train_rm_command(
     batch_size: int = typer.Option(16, "--batch-size", help="Preference pairs per step."),
     holdout: float = typer.Option(0.2, "--holdout", help="Share of prompts held out for pairwise accuracy."),
     max_pairs: Optional[int] = typer.Option(None, "--max-pairs", help="Use a seeded sample of this many pairs."),
+    train_pairs: Optional[int] = typer.Option(None, "--train-pairs", help="Train on this many of the training pairs "
+                                              "(a seeded sample, nested as N grows); the held-out pairs stay the "
+                                              "same: for preference-data scaling."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Default: the run's seed."),
     out: Optional[Path] = typer.Option(None, "--out", help="Output dir (default RUN_DIR/reward_model)."),
     as_json: bool = typer.Option(False, "--json", help="Print rm.json's contents as one JSON line."),
@@ -44,7 +47,8 @@ def train_rm_command(
     if run_dir is None:
         result = _train_on_benchmark(config, sets, split=split, pairs=pairs, lora_r=lora_r, lora_alpha=lora_alpha,
                                      lr=lr, epochs=epochs, batch_size=batch_size, holdout=holdout,
-                                     max_pairs=max_pairs, seed=seed, out=out, as_json=as_json)
+                                     max_pairs=max_pairs, train_pairs=train_pairs, seed=seed, out=out,
+                                     as_json=as_json)
         if as_json:
             print(json.dumps(result, sort_keys=True, default=str))
         else:
@@ -54,7 +58,7 @@ def train_rm_command(
     options = stored_component_options(run_dir, config, sets, ("benchmark", "policy"), "rlaif train-rm")
     result = train_reward_model(run_dir, oracle=oracle, options=options, pairs=pairs, lora_r=lora_r, lora_alpha=lora_alpha, lr=lr,
                                 epochs=epochs, batch_size=batch_size, holdout=holdout, max_pairs=max_pairs,
-                                seed=seed, out_dir=out, progress=not as_json)
+                                train_pairs=train_pairs, seed=seed, out_dir=out, progress=not as_json)
     if as_json:
         print(json.dumps(result, sort_keys=True, default=str))
         return

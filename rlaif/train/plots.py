@@ -97,29 +97,33 @@ def plot_study_bars(path: Path, bars: Sequence[Mapping[str, Any]], *, metric: st
 STUDY_PANELS = ("reward_mean", "loss", "kl", "eval/acc/all")
 
 
-def plot_study_curves(path: Path, runs: Mapping[str, Sequence[Sequence[Mapping[str, float]]]]) -> Path | None:
+def plot_study_curves(path: Path, runs: Mapping[str, Sequence[Sequence[Mapping[str, float]]]],
+                      x: str = "step") -> Path | None:
     """Learning curves per arm (``runs``: arm -> each seed's ``metrics.csv`` rows): the
-    mean over seeds at the steps every seed logged, shaded from min to max. None when no
-    panel has data."""
-    panels = [key for key in STUDY_PANELS if any(key in r for seeds in runs.values() for rows in seeds for r in rows)]
+    mean over seeds at the steps every seed logged, shaded from min to max, against
+    ``x``: ``step``, or ``wall_s`` (the rows' wall seconds, averaged over seeds at each
+    step). None when no panel has data."""
+    panels = [key for key in STUDY_PANELS
+              if any(key in r and x in r for seeds in runs.values() for rows in seeds for r in rows)]
     if not panels:
         return None
     plt = pyplot()
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.2), squeeze=False)
     for ax, key in zip(axes[0], panels, strict=True):
         for arm, seeds in runs.items():
-            by_seed = [{int(r["step"]): r[key] for r in rows if key in r} for rows in seeds]
+            by_seed = [{int(r["step"]): r for r in rows if key in r and x in r} for rows in seeds]
             steps = sorted(set.intersection(*(set(s) for s in by_seed))) if by_seed else []
             if not steps:
                 continue
-            values = [[s[step] for s in by_seed] for step in steps]
-            (line,) = ax.plot(steps, [sum(v) / len(v) for v in values], label=arm,
+            xs = [sum(s[step][x] for s in by_seed) / len(by_seed) for step in steps]
+            values = [[s[step][key] for s in by_seed] for step in steps]
+            (line,) = ax.plot(xs, [sum(v) / len(v) for v in values], label=arm,
                               marker="o" if len(steps) < 20 else None, markersize=3)
             if len(by_seed) > 1:
-                ax.fill_between(steps, [min(v) for v in values], [max(v) for v in values], alpha=0.2,
+                ax.fill_between(xs, [min(v) for v in values], [max(v) for v in values], alpha=0.2,
                                 color=line.get_color())
         ax.set_title(key)
-        ax.set_xlabel("step")
+        ax.set_xlabel("step" if x == "step" else f"{x} (mean over seeds)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.tight_layout()

@@ -156,6 +156,20 @@ def split_prompts(pairs: Sequence[PreferencePair], holdout: float = 0.2, seed: i
     return [p for p in pairs if p.prompt_id not in held], [p for p in pairs if p.prompt_id in held]
 
 
+def take_train_pairs(train: Sequence[PreferencePair], n: int | None, seed: int = 0) -> list[PreferencePair]:
+    """The first ``n`` of a seeded shuffle of ``train`` (all with ``n=None``): for a
+    preference-data scaling study (VLM-RLAIF Fig. 5) the held-out pairs stay the same at
+    every ``n``, and the training sets nest (the 1k pairs are among the 2k)."""
+    if n is None:
+        return list(train)
+    if n < 1 or n > len(train):
+        raise UsageError(f"train_pairs {n}: the data gives {len(train)} training pairs (after holding out "
+                         "prompts); ask for 1 to that many, or use more data")
+    order = list(train)
+    random.Random(f"rm-train-pairs:{seed}").shuffle(order)
+    return order[:n]
+
+
 # --------------------------------------------------------------------------- the model
 class RewardModel:
     """A scalar reward on a policy's last-token hidden state (see the module docstring).
@@ -346,6 +360,7 @@ def train_reward_model(
     holdout: float = 0.2,
     center_coef: float = 1e-3,
     max_pairs: int | None = None,
+    train_pairs: int | None = None,
     seed: int | None = None,
     out_dir: str | Path | None = None,
     policy: Any = None,
@@ -361,6 +376,9 @@ def train_reward_model(
     ``policy`` (built with a fresh adapter), saved to ``out_dir``.
     ``options`` (kind -> options) are set over the stored config's ``[benchmark]`` and
     ``[policy]`` options (the videos moved, another checkpoint dir).
+    ``max_pairs`` samples the pairs before prompts are held out; ``train_pairs`` trains on
+    that many of the training pairs after (:func:`take_train_pairs`), the held-out pairs
+    unchanged: what a study of preference-data size needs.
 
     ``policy``/``benchmark`` override what the run's config builds (tests); a given
     ``policy`` is trained as is (its trainable parameters are the RM's adapter)."""
@@ -378,8 +396,8 @@ def train_reward_model(
         return _train_on_benchmark_pairs(
             policy=policy, benchmark=benchmark, split=preference_split, pairs_mode=pairs, lora_r=lora_r,
             lora_alpha=lora_alpha, lr=lr, epochs=epochs, batch_size=batch_size, holdout=holdout,
-            center_coef=center_coef, max_pairs=max_pairs, seed=seed or 0, out_dir=out_dir, progress=progress,
-            spec=benchmark_spec)
+            center_coef=center_coef, max_pairs=max_pairs, train_pairs=train_pairs, seed=seed or 0, out_dir=out_dir,
+            progress=progress, spec=benchmark_spec)
     run_dir = Path(run_dir)
     with RunStore(run_dir, readonly=True) as store:
         info = store.get_run(RUN_ID)
@@ -409,6 +427,7 @@ def train_reward_model(
     if max_pairs is not None and len(all_pairs) > max_pairs:
         all_pairs = random.Random(f"rm-pairs:{seed}").sample(all_pairs, max_pairs)
     train, held = split_prompts(all_pairs, holdout, seed)
+    train = take_train_pairs(train, train_pairs, seed)
 
     policy_name = getattr(policy, "name", type(policy).__name__)
     if policy is None:
@@ -438,7 +457,8 @@ def train_reward_model(
 def _train_on_benchmark_pairs(*, policy: Any, benchmark: Any, split: str, pairs_mode: str, lora_r: int,
                               lora_alpha: int | None, lr: float, epochs: int, batch_size: int, holdout: float,
                               center_coef: float, max_pairs: int | None, seed: int, out_dir: str | Path | None,
-                              progress: bool, spec: dict[str, Any] | None = None) -> dict[str, Any]:
+                              progress: bool, spec: dict[str, Any] | None = None,
+                              train_pairs: int | None = None) -> dict[str, Any]:
     """The reward model on a benchmark's own preference pairs (no run store)."""
     from rlaif.train.rl import seed_everything
 
@@ -460,6 +480,7 @@ def _train_on_benchmark_pairs(*, policy: Any, benchmark: Any, split: str, pairs_
     if max_pairs is not None and len(all_pairs) > max_pairs:
         all_pairs = random.Random(f"rm-pairs:{seed}").sample(all_pairs, max_pairs)
     train, held = split_prompts(all_pairs, holdout, seed)
+    train = take_train_pairs(train, train_pairs, seed)
     result = _fit(policy, train, held, prompts, lr=lr, epochs=epochs, batch_size=batch_size, center_coef=center_coef,
                   seed=seed, progress=progress)
     result = {"run_dir": None, "source": f"{name}:{split}", "policy": getattr(policy, "name", type(policy).__name__),

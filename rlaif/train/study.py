@@ -17,6 +17,10 @@ A study file names a base run config, the arms to compare, the seeds, a ``mode``
     oracle = "llm-judge"
     "oracle.judge" = "self"
 
+    [[arms]]                    # an arm may carry a run's [[schedule]] (VerIPO's loop)
+    name = "veripo"
+    schedule = [{phase = "grpo", steps = 20}, {phase = "dpo", steps = 10}]
+
 Each (arm, seed) is a *cell*: an ordinary run directory under the study directory,
 trained by :func:`~rlaif.train.rl.run_rl` (``live``) or by
 :func:`~rlaif.train.rl.replay_run` from a stored run (``replay``: one source run per seed,
@@ -28,7 +32,10 @@ start), and a cell whose definition changed since it ran is refused, never mixed
 The summary gives per arm the mean ± std over seeds of the final evaluation, the gain over
 the starting policy, the paired per-item difference against the baseline (items paired
 within each seed, seeds pooled; :func:`~rlaif.train.compare.compare_items` and its
-bootstrap interval), and what the arm cost: oracle calls, judge time and wall time.
+bootstrap interval), and what the arm cost: oracle calls, judge time and wall time. A
+live cell also records the wall seconds at which each step finished, so every arm's
+learning curve can be read against wall time as well as steps (``curves-wall.png``; the
+curves are in ``results.json``).
 """
 
 from __future__ import annotations
@@ -70,8 +77,15 @@ CELL_SCHEMA = "study-cell/1"
 MANIFEST = "study.json"
 CELL_LOG = "study.log"  # a cell run in a subprocess (--jobs) writes its output here
 
-#: ``(section, key, value)``: ``("oracle", "name", "llm-judge")``, ``("run", "lr", 1e-3)``.
+#: ``(section, key, value)``: ``("oracle", "name", "llm-judge")``, ``("run", "lr", 1e-3)``;
+#: ``("schedule", "", [phase tables])`` replaces the run's whole ``[[schedule]]`` (``[]``: none).
 Override = tuple[str, str, Any]
+SCHEDULE = "schedule"
+
+
+def _override_key(section: str, key: str) -> str:
+    """``oracle.judge``, or ``schedule`` for the one override without a key."""
+    return f"{section}.{key}" if key else section
 
 
 @dataclass(frozen=True)
@@ -179,7 +193,7 @@ def load_study(path: str | Path, *, known_components: dict[str, list[str]] | Non
     seeds = _seeds(data, base, problems)
     if mode == "replay":
         for arm in arms:
-            others = sorted({f"{s}.{k}" for s, k, _ in arm.overrides if s != "loss"})
+            others = sorted({_override_key(s, k) for s, k, _ in arm.overrides if s != "loss"})
             if others:
                 problems.append(f"arm {arm.name}: a replay study varies only the loss (the data is the source "
                                 f"run's), and this arm sets {', '.join(others)}")
@@ -245,10 +259,18 @@ def _stored_config(source: Any, problems: list[str]) -> dict[str, Any] | None:
 
 def _overrides(table: Mapping[str, Any], where: str, problems: list[str]) -> list[Override]:
     """``{"loss": "grpo", "oracle.context": ..., "oracle": {"judge": ...}}`` as overrides.
-    A key is a component kind (its name), ``KIND.option`` or ``run.field``; a TOML table
-    under a kind (unquoted ``oracle.context = ...``) is read the same way."""
+    A key is a component kind (its name), ``KIND.option``, ``run.field`` or ``schedule``
+    (the run's phase list, whole); a TOML table under a kind (unquoted ``oracle.context =
+    ...``) is read the same way."""
     out: list[Override] = []
     for key, value in table.items():
+        if key == SCHEDULE:  # its phases are checked with the arm's run config
+            if isinstance(value, list):
+                out.append((SCHEDULE, "", value))
+            else:
+                problems.append(f"{where}: schedule must be a list of phase tables ([[arms.schedule]] or "
+                                "[{phase = ..., steps = ...}, ...]; [] for none)")
+            continue
         section, _, option = key.partition(".")
         if isinstance(value, dict) and not option:
             pairs = [(inner, v) for inner, v in value.items()]
@@ -257,8 +279,8 @@ def _overrides(table: Mapping[str, Any], where: str, problems: list[str]) -> lis
         for option_name, v in pairs:
             dotted = f"{section}.{option_name}"
             if section not in ("run", *KINDS):
-                problems.append(f"{where}: {key!r} is not run.FIELD, a component kind ({', '.join(KINDS)}) "
-                                "or KIND.option")
+                problems.append(f"{where}: {key!r} is not run.FIELD, a component kind ({', '.join(KINDS)}), "
+                                "KIND.option or schedule")
             elif section == "run" and option_name == "seed":
                 problems.append(f"{where}: set seeds with seeds = [...], not run.seed")
             elif section == "run" and option_name not in RunSettings.__dataclass_fields__:
@@ -275,7 +297,9 @@ def _axes(table: Any, problems: list[str]) -> list[tuple[str, str, list[Any]]]:
         return []
     axes = []
     for section, key, values in _overrides(table, "axes", problems):
-        if not isinstance(values, list) or not values:
+        if section == SCHEDULE:
+            problems.append("axes: a schedule goes in an [[arms]] table (one phase list per arm), not in [axes]")
+        elif not isinstance(values, list) or not values:
             problems.append(f"axes: {section}.{key} must be a non-empty list of values, got {values!r}")
         elif len({json.dumps(v, sort_keys=True) for v in values}) != len(values):
             problems.append(f"axes: {section}.{key} lists a value twice")
@@ -348,6 +372,12 @@ def apply_overrides(base: Mapping[str, Any], overrides: Iterable[Override]) -> d
         if current != value:
             data[section] = {"name": value}
     for section, key, value in overrides:
+        if section == SCHEDULE:
+            if value:
+                data[SCHEDULE] = copy.deepcopy(value)
+            else:
+                data.pop(SCHEDULE, None)
+            continue
         table = data.get(section)
         if isinstance(table, str):
             table = {"name": table}
@@ -499,7 +529,9 @@ def _holds_run(cell_dir: Path) -> bool:
 def run_cell(cell_dir: str | Path, registry: Any = None, *, progress: bool = False) -> dict[str, Any]:
     """Run (or resume, or skip when finished) the prepared cell in ``cell_dir``; return
     its state. The state keeps the wall time of every invocation up to its last step, so
-    a killed and resumed cell reports what it cost in all."""
+    a killed and resumed cell reports what it cost in all, and (live cells) the wall time
+    at which each step finished, ``step_wall_s``: a step done again after a resume is
+    marked when it was done again, so the marks count the work a kill lost too."""
     from rlaif.core.registry import load_plugins
 
     cell_dir = Path(cell_dir)
@@ -518,6 +550,8 @@ def run_cell(cell_dir: str | Path, registry: Any = None, *, progress: bool = Fal
 
     def tick(step: int) -> None:
         state["wall_s"] = prior + time.perf_counter() - started
+        if step:
+            state.setdefault("step_wall_s", {})[str(step)] = round(state["wall_s"], 3)
         write_cell_state(cell_dir, state)
 
     if replay:
@@ -703,7 +737,7 @@ def write_manifest(study: Study, study_dir: Path) -> Path:
     manifest = {
         "schema": "study/1", "name": study.name, "file": str(study.file), "mode": study.mode, "seeds": study.seeds,
         "baseline": study.baseline, "metrics": study.metrics, "paired_metric": study.paired_metric,
-        "arms": {a.name: {f"{s}.{k}": v for s, k, v in a.overrides} for a in study.arms},
+        "arms": {a.name: {_override_key(s, k): v for s, k, v in a.overrides} for a in study.arms},
         "cells": {c.name: {"arm": c.arm, "seed": c.seed, "kind": c.kind, "digest": c.digest} for c in study.cells},
     }
     path = study_dir / MANIFEST
@@ -728,7 +762,15 @@ class CellResult:
     wall_s: float
     items: Path
     sft_items: Path | None
-    curve: list[dict[str, float]] = field(default_factory=list)
+    curve: list[dict[str, float]] = field(default_factory=list)  # metrics.csv rows; ``wall_s`` where known
+
+    def evaluations(self, metrics: Sequence[str]) -> list[dict[str, float]]:
+        """The learning curve at the evaluated steps: ``step``, ``wall_s`` (where the cell
+        recorded it) and each of ``metrics`` the evaluation has."""
+        keys = [f"eval/{m}" for m in metrics]
+        return [{"step": r["step"], **({"wall_s": r["wall_s"]} if "wall_s" in r else {}),
+                 **{k.removeprefix("eval/"): r[k] for k in keys if k in r}}
+                for r in self.curve if any(k in r for k in keys)]
 
 
 def run_costs(run_dir: Path) -> tuple[int, float, float, dict[str, float]]:
@@ -758,7 +800,19 @@ def cell_result(study_dir: Path, cell: Cell) -> CellResult:
     return CellResult(cell.name, cell.arm, cell.seed, eval=dict(state["summary"]["eval"]), sft_eval=sft_eval,
                       oracle_calls=calls, judge_s=judge_s, sample_s=sample_s, wall_s=float(state["wall_s"]),
                       items=items_file(cell_dir), sft_items=sft_items if sft_items.exists() else None,
-                      curve=read_metrics(cell_dir))
+                      curve=_with_wall(read_metrics(cell_dir), state))
+
+
+def _with_wall(rows: list[dict[str, float]], state: Mapping[str, Any]) -> list[dict[str, float]]:
+    """``rows`` with ``wall_s``: seconds since the cell started when the step was done, its
+    evaluation included. Step 0 (the starting policy) is the origin; the last step is the
+    cell's whole wall time, since its evaluation runs after the last mark."""
+    marks = {int(step): float(seconds) for step, seconds in (state.get("step_wall_s") or {}).items()}
+    if not marks:
+        return rows
+    marks[0] = 0.0
+    marks[max(marks)] = float(state["wall_s"])
+    return [{**r, "wall_s": marks[int(r["step"])]} if int(r["step"]) in marks else r for r in rows]
 
 
 def mean_std(values: Sequence[float]) -> tuple[float | None, float | None]:
@@ -792,6 +846,7 @@ class ArmSummary:
         paired = self.paired[0] if self.paired else None
         return {
             "arm": self.arm, "seeds": [c.seed for c in self.cells], "cells": [c.name for c in self.cells],
+            "curves": [c.evaluations(metrics) for c in self.cells],
             "metrics": {m: stats(self.values(m)) for m in metrics},
             "gain_over_sft": {m: stats(self.gains(m)) for m in metrics},
             "paired": None if paired is None else {
@@ -816,10 +871,16 @@ class StudyReport:
                 seen += [k for k in cell.eval if k not in seen and not k.startswith("n/")]
         return seen
 
+    def total_wall_s(self) -> float:
+        """Every cell's wall time, a replay study's source runs included: what the table cost."""
+        return sum(float((read_cell_state(self.study_dir / c.name) or {}).get("wall_s", 0.0))
+                   for c in self.study.cells)
+
     def to_json(self) -> dict[str, Any]:
         s = self.study
         return {"study": s.name, "file": str(s.file), "dir": str(self.study_dir), "mode": s.mode, "seeds": s.seeds,
                 "baseline": s.baseline, "paired_metric": s.paired_metric, "metrics": s.metrics,
+                "cells": len(s.cells), "wall_s_total": self.total_wall_s(),
                 "arms": [a.to_json(self.all_metrics) for a in self.arms]}
 
 
@@ -891,8 +952,9 @@ def write_csv(report: StudyReport, path: Path) -> Path:
 
 def write_outputs(report: StudyReport, *, plots: bool = True, notify: Callable[[str], None] | None = None
                   ) -> list[Path]:
-    """``results.json``, ``results.csv`` and, with matplotlib, ``bars.png`` and ``curves.png``
-    in the study directory."""
+    """``results.json``, ``results.csv`` and, with matplotlib, ``bars.png``, ``curves.png``
+    and (where the cells recorded their wall time) ``curves-wall.png`` in the study
+    directory."""
     say = notify or (lambda line: print(line, file=sys.stderr, flush=True))
     out = report.study_dir
     (out / "results.json").write_text(json.dumps(report.to_json(), indent=1, sort_keys=True, default=str))
@@ -916,9 +978,10 @@ def write_outputs(report: StudyReport, *, plots: bool = True, notify: Callable[[
     written.append(plot_study_bars(out / "bars.png", bars, metric=metric, baseline=report.study.baseline,
                                    paired_metric=report.study.paired_metric))
     curves = {arm.arm: [c.curve for c in arm.cells] for arm in report.arms}
-    path = plot_study_curves(out / "curves.png", curves)
-    if path is not None:
-        written.append(path)
+    for name, x in (("curves.png", "step"), ("curves-wall.png", "wall_s")):
+        path = plot_study_curves(out / name, curves, x=x)
+        if path is not None:
+            written.append(path)
     return written
 
 

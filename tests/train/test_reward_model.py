@@ -20,6 +20,7 @@ from rlaif.train.reward_model import (
     group_pairs,
     ranking_pairs,
     split_prompts,
+    take_train_pairs,
 )
 
 torch.set_num_threads(1)
@@ -63,6 +64,20 @@ def test_holdout_splits_by_prompt() -> None:
     held_ids = {p.prompt_id for p in held}
     assert len(held_ids) == 2 and not held_ids & {p.prompt_id for p in train}
     assert len(train) + len(held) == 40
+
+
+def test_train_pairs_nest_and_leave_the_held_out_pairs_alone() -> None:
+    """A preference-data scaling study: N training pairs after the held-out prompts are set
+    aside, the smaller sets inside the larger, the held-out set the same at every N."""
+    from rlaif.core.errors import UsageError
+
+    pairs = [PreferencePair(f"p{i % 10}", Rollout("x", i, f"a{i}"), Rollout("x", i, "b")) for i in range(40)]
+    train, held = split_prompts(pairs, 0.2, seed=0)
+    small, large = take_train_pairs(train, 8, seed=0), take_train_pairs(train, 16, seed=0)
+    assert len(small) == 8 and small == large[:8] and set(map(id, large)) <= set(map(id, train))
+    assert take_train_pairs(train, None) == train and take_train_pairs(train, 8, seed=1) != small
+    with pytest.raises(UsageError, match="the data gives 32 training pairs"):
+        take_train_pairs(train, 33)
 
 
 # ----------------------------------------------------------------------------- training

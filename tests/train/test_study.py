@@ -19,6 +19,7 @@ import pytest
 from typer.testing import CliRunner
 
 from rlaif.core.errors import ConfigError
+from rlaif.train.plots import read_metrics
 from rlaif.train.study import (
     CELL_FILE,
     load_study,
@@ -114,8 +115,61 @@ def test_unknown_components_and_options_name_the_arm(tmp_path: Path) -> None:
     assert "arm grpo-rank-kl_coeff=0.1: unknown option 'kl_coeff'" in text
 
 
+def test_an_arm_carries_a_schedule(tmp_path: Path) -> None:
+    """VerIPO against GRPO: an arm's ``schedule`` replaces the base's whole phase list,
+    ``schedule = []`` removes it, and a bad phase is reported with the arm's name."""
+    from rlaif.cli.run import known_components
+
+    path = study_file(tmp_path / "s.toml", """
+baseline = "grpo"
+[[base.schedule]]
+phase = "grpo"
+steps = 5
+[[base.schedule]]
+phase = "dpo"
+steps = 5
+[[arms]]
+name = "grpo"
+schedule = []
+[[arms]]
+name = "veripo"
+[[arms.schedule]]
+phase = "grpo"
+steps = 2
+[[arms.schedule]]
+phase = "dpo"
+steps = 1
+beta = 0.2
+[[arms]]
+name = "base"
+""")
+    study = load_study(path, known_components=known_components())
+    data = {c.arm: c.data for c in study.cells}
+    assert "schedule" not in data["grpo"]
+    assert data["veripo"]["schedule"] == [{"phase": "grpo", "steps": 2}, {"phase": "dpo", "steps": 1, "beta": 0.2}]
+    assert data["base"]["schedule"] == [{"phase": "grpo", "steps": 5}, {"phase": "dpo", "steps": 5}]
+    assert len({c.digest for c in study.cells}) == 3
+
+    bad = study_file(tmp_path / "bad.toml", """
+[[arms]]
+name = "a"
+schedule = [{phase = "dpo", steps = 1}]
+[[arms]]
+name = "b"
+schedule = "grpo"
+[axes]
+schedule = [[{phase = "grpo", steps = 1}]]
+""")
+    with pytest.raises(ConfigError) as info:
+        load_study(bad, known_components=known_components())
+    text = str(info.value)
+    for needle in ("arm a: schedule must start with a grpo phase", "arm b: schedule must be a list",
+                   "a schedule goes in an [[arms]] table"):
+        assert needle in text, (needle, text)
+
+
 @pytest.mark.parametrize(("name", "cells"), [("t1-oracles", 12), ("t2-context", 12), ("t3-losses-live", 21),
-                                             ("t3-losses-replay", 24)])
+                                             ("t3-losses-replay", 24), ("t4-veripo", 6)])
 def test_example_studies_parse_and_their_cells_resolve(name: str, cells: int) -> None:
     from rlaif.cli.run import known_components
     from rlaif.core.registry import load_plugins
@@ -286,12 +340,20 @@ def test_a_two_arm_study_runs_and_prints_the_table(finished: tuple[Path, Path, A
     assert result.exit_code == 0, result.output
     for text in ("grpo-rank", "grpo", "vs grpo-rank", "acc/all", "oracle calls", "grpo-rank-s0: running"):
         assert text in result.output, text
-    for name in ("results.csv", "results.json", "bars.png", "curves.png", "study.json"):
+    for name in ("results.csv", "results.json", "bars.png", "curves.png", "curves-wall.png", "study.json"):
         assert (out / name).exists(), name
     for cell in ("grpo-rank-s0", "grpo-s0"):
         state = read_cell_state(out / cell)
         assert state is not None and state["finished"] and state["invocations"] == 1
         assert (out / cell / "eval" / "step-000003.jsonl").exists()
+        marks = [state["step_wall_s"][str(step)] for step in (1, 2, 3)]  # when each step was done
+        assert 0 < marks[0] < marks[1] < marks[2] <= state["wall_s"]
+    results = json.loads((out / "results.json").read_text())
+    assert results["cells"] == 2 and results["wall_s_total"] == pytest.approx(
+        sum(a["wall_s"]["values"][0] for a in results["arms"]))
+    curve = results["arms"][1]["curves"][0]  # the evaluations: the starting policy's, the last
+    assert [(p["step"], p["wall_s"]) for p in curve] == [(0, 0.0), (3, read_cell_state(out / "grpo-s0")["wall_s"])]
+    assert 0 <= curve[-1]["acc/all"] <= 1
 
 
 @pytest.mark.integration
@@ -316,6 +378,29 @@ def test_the_study_pairs_exactly_as_compare_does(finished: tuple[Path, Path, Any
     assert [g["group"] for g in got["groups"]] == [r.group for r in expected[1:]]
     assert arm["oracle_calls"]["values"] == [3.0] and arm["wall_s"]["mean"] > 0
     assert arm["judge_s"]["mean"] > 0
+
+
+@pytest.mark.integration
+def test_a_scheduled_arm_against_a_plain_one(tiny: dict[str, Path]) -> None:
+    """T4 in miniature: VerIPO's loop (grpo 1 step, dpo 1 step) against GRPO alone, with an
+    evaluation every 2 steps; both arms' curves carry wall seconds."""
+    path = two_arms(tiny, "veripo", steps=4)
+    text = path.read_text().replace('[axes]\nloss = ["grpo-rank", "grpo"]\n', "").replace(
+        'baseline = "grpo-rank"', 'baseline = "grpo"').replace("eval_items = 12\n", "eval_items = 12\neval_every = 2\n")
+    path.write_text(text + '[[arms]]\nname = "grpo"\n[[arms]]\nname = "veripo"\n'
+                           'schedule = [{phase = "grpo", steps = 1}, {phase = "dpo", steps = 1}]\n')
+    out = tiny["root"] / "veripo"
+    result = invoke(str(path), "--out", str(out), "--json", "--no-plots")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert [a["arm"] for a in report["arms"]] == ["grpo", "veripo"]
+    phases = [r.get("phase") for r in read_metrics(out / "veripo-s0") if r["step"] > 0]
+    assert phases == [0.0, 1.0, 0.0, 1.0]  # grpo, dpo, grpo, dpo
+    for arm in report["arms"]:
+        curve = arm["curves"][0]
+        assert [p["step"] for p in curve] == [0, 2, 4]
+        assert 0.0 == curve[0]["wall_s"] < curve[1]["wall_s"] < curve[2]["wall_s"] == arm["wall_s"]["values"][0]
+    assert report["arms"][1]["oracle_calls"]["values"] == [2.0]  # dpo steps call no oracle
 
 
 @pytest.mark.integration
