@@ -22,7 +22,7 @@ class Encoder(Protocol):
     """Video frames -> visual features. Frozen during RL; features are cached per video.
 
     Not a registry kind: a policy owns its encoder and saves it with its checkpoints
-    (tiny-video-lm embeds ``rlaif.plugins.encoders.tiny_conv``)."""
+    (tiny-video-lm embeds ``rlaif.plugins.encoders.tiny_objects`` or ``tiny_conv``)."""
 
     name: str
     feature_dim: int

@@ -2,8 +2,9 @@
 
 Recipe (methods.md §2): train the projector and LoRA adapters (encoder and LM weights
 frozen). First, where the benchmark offers ``alignment_examples`` (the video world does:
-captions of fresh videos in no split), one epoch of feature alignment on them, as LLaVA's
-stage 1 does: perception from plentiful described videos. Then three kinds of items
+captions and short questions of fresh videos in no split), a grounding stage on them, as
+LLaVA's stage 1 aligns features: perception and reference from plentiful generated
+videos. Then three kinds of items
 built from the benchmark's ``sft`` split:
 
 * **QA**: each question -> its reference answer;
@@ -20,10 +21,11 @@ other, ``epochs_per_stage`` epochs each; the hard stage replays half of the easy
 trains on the same items, shuffled together, for the same number of epochs (so the same
 number of steps).
 
-Ours: VLM-RLAIF trains one epoch per stage on a large SFT set; ours is deliberately small
-(the ``sft`` split's ~150 videos, ~1.6k items), so the default is 10 epochs per stage
-(~1250 steps of 16; ~1.5 min on two CPU cores). The result answers above chance but far
-from perfectly, leaving room for RL. ``frame_views > 1`` shows each item with one of that many randomised frame
+Ours: VLM-RLAIF trains one epoch per stage on a large SFT set; ours is small (the ``sft``
+split's ~150 videos, ~1.6k items), so the curriculum runs 4 epochs per stage after a
+grounding stage of 2 epochs on 2000 fresh videos' captions and short questions (~2700
+steps of 16; ~5 min on two CPU cores). The result answers above chance but far from
+perfectly, leaving room for RL. ``frame_views > 1`` shows each item with one of that many randomised frame
 samplings (augmentation; off by default: it did not help measurably here).
 
 Output: the final policy is saved in ``out_dir`` itself (load it with
@@ -48,7 +50,7 @@ from typing import Any
 
 from rlaif.core.records import Prompt
 
-SFT_RECIPE = "sft/4"  # bump when the defaults below change (invalidates cached SFT runs)
+SFT_RECIPE = "sft/5"  # bump when the defaults below change (invalidates cached SFT runs)
 LABELS = "ABCDEFGH"
 LONG_QTYPES = frozenset({"describe", "caption"})
 
@@ -163,15 +165,16 @@ def build_sft_items(benchmark: Any, *, seed: int = 0, split: str = "sft", judge_
 
 
 def alignment_items(benchmark: Any, n_videos: int) -> list[SFTItem]:
-    """Stage 0, feature alignment (LLaVA stage 1): captions of ``n_videos`` fresh videos
-    from ``benchmark.alignment_examples`` (videos in no split), one epoch, before the
-    curriculum. Captions only: perception is learned from plentiful described videos,
-    while question answering still comes from the small labelled split alone, which
-    leaves RL its job. Empty when the benchmark offers none or ``n_videos`` is 0."""
+    """Stage 0, grounding (LLaVA stage 1): the captions and short-answer questions of
+    ``n_videos`` fresh videos from ``benchmark.alignment_examples`` (videos in no split),
+    before the curriculum. Perception and reference ("the square" is *that* object) are
+    learned from plentiful generated videos; the labelled split then teaches the task's
+    formats and the long answers. Empty when the benchmark offers none or ``n_videos`` is 0."""
     make = getattr(benchmark, "alignment_examples", None)
     if not n_videos or not callable(make):
         return []
-    items = [SFTItem(p, str(p.reference), "caption") for p in make(n_videos) if p.reference]
+    items = [SFTItem(p, str(p.reference), "caption" if p.qtype == "caption" else "qa")
+             for p in make(n_videos) if p.reference]
     random.Random("align").shuffle(items)
     return items
 
@@ -206,10 +209,10 @@ DEFAULT_SFT_SEED = 0
 
 def default_sft_dir(benchmark: Any, seed: int = 0) -> Path:
     """Where the default SFT policy for ``benchmark`` lives in the cache."""
-    from rlaif.plugins.encoders.tiny_conv import RECIPE_VERSION, cache_root, world_fingerprint
-    from rlaif.plugins.policies.tiny_video_lm import BASE_RECIPE
+    from rlaif.plugins.encoders.tiny_conv import cache_root, world_fingerprint
+    from rlaif.plugins.policies.tiny_video_lm import BASE_RECIPE, encoder_recipe
 
-    recipe = f"{SFT_RECIPE}|{RECIPE_VERSION}|{BASE_RECIPE}|{world_fingerprint(benchmark)}|{seed}"
+    recipe = f"{SFT_RECIPE}|{encoder_recipe()}|{BASE_RECIPE}|{world_fingerprint(benchmark)}|{seed}"
     key = hashlib.sha256(recipe.encode()).hexdigest()[:16]
     return cache_root() / "sft" / key
 
@@ -224,12 +227,13 @@ def run_sft(
     lora_alpha: int = 32,
     lr: float = 2e-3,
     batch_size: int = 16,
-    epochs_per_stage: int = 10,
+    epochs_per_stage: int = 4,
     n_frames: int = 8,
     judge_fraction: float = 0.5,
     replay: float = 0.5,
     frame_views: int = 1,
-    align_videos: int = 1000,
+    align_videos: int = 2000,
+    align_epochs: int = 2,
     max_steps: int | None = None,
     policy: Any = None,
     progress: bool = True,
@@ -261,7 +265,7 @@ def run_sft(
         stages.insert(0, ("align", align))
 
     def epochs_of(name: str) -> int:
-        return 1 if name == "align" else epochs_per_stage
+        return align_epochs if name == "align" else epochs_per_stage
 
     total_steps = sum(math.ceil(len(s) / batch_size) * epochs_of(n) for n, s in stages)
     if max_steps is not None:

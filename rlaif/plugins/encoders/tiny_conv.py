@@ -33,9 +33,9 @@ import shutil
 import tempfile
 import time
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -51,7 +51,64 @@ def cache_root() -> Path:
     return Path(os.environ.get("RLAIF_CACHE") or Path.home() / ".cache" / "rlaif")
 
 
-class TinyConvEncoder(nn.Module):
+_E = TypeVar("_E", bound="SavedEncoder")
+
+
+class SavedEncoder(nn.Module):
+    """What the embedded encoders share: frozen use, and a Hugging Face-style folder
+    (``config.json`` with a ``format`` key, ``model.safetensors`` with the state)."""
+
+    def config(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def freeze(self: _E) -> _E:
+        for p in self.parameters():
+            p.requires_grad_(False)
+        return self.eval()
+
+    def save(self, directory: str | Path) -> None:
+        from safetensors.torch import save_file
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.detach().contiguous() for k, v in self.state_dict().items()},
+                  str(directory / "model.safetensors"))
+        (directory / "config.json").write_text(json.dumps(self.config(), indent=2))
+
+    @classmethod
+    def from_pretrained(cls: type[_E], directory: str | Path) -> _E:
+        """Load a saved encoder, frozen and in eval mode."""
+        from safetensors.torch import load_file
+
+        directory = Path(directory)
+        config = json.loads((directory / "config.json").read_text())
+        config.pop("format", None)
+        encoder = cls(**config)
+        encoder.load_state_dict(load_file(str(directory / "model.safetensors")))
+        return encoder.freeze()
+
+
+def cached_build(target: Path, build: Callable[[Path], Any], done: str = "model.safetensors") -> Path:
+    """``target``, built by ``build(tmp_dir)`` unless ``target/done`` exists: in a temp
+    dir renamed into place, so an interrupted or concurrent build never leaves a
+    half-written cache entry (a concurrent builder's result is as good as ours)."""
+    if (target / done).exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=target.parent))
+    try:
+        build(tmp)
+        try:
+            tmp.rename(target)
+        except OSError:  # someone else finished first
+            pass
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+class TinyConvEncoder(SavedEncoder):
     """Frozen-after-pre-training CNN frame encoder with Video-ChatGPT pooling."""
 
     name = "tiny-conv"
@@ -105,36 +162,10 @@ class TinyConvEncoder(nn.Module):
         with torch.no_grad():
             return self.pool(self.patch_features(frames))
 
-    def freeze(self) -> TinyConvEncoder:
-        for p in self.parameters():
-            p.requires_grad_(False)
-        return self.eval()
-
     # -- persistence -----------------------------------------------------------------
     def config(self) -> dict[str, Any]:
         return {"format": RECIPE_VERSION, "feature_dim": self.feature_dim, "width": self.width,
                 "image_size": self.image_size, "n_frames": self.n_frames}
-
-    def save(self, directory: str | Path) -> None:
-        from safetensors.torch import save_file
-
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.detach().contiguous() for k, v in self.state_dict().items()},
-                  str(directory / "model.safetensors"))
-        (directory / "config.json").write_text(json.dumps(self.config(), indent=2))
-
-    @classmethod
-    def from_pretrained(cls, directory: str | Path) -> TinyConvEncoder:
-        """Load a saved encoder, frozen and in eval mode."""
-        from safetensors.torch import load_file
-
-        directory = Path(directory)
-        config = json.loads((directory / "config.json").read_text())
-        config.pop("format", None)
-        encoder = cls(**config)
-        encoder.load_state_dict(load_file(str(directory / "model.safetensors")))
-        return encoder.freeze()
 
 
 # -- pre-training ------------------------------------------------------------------------
@@ -358,21 +389,8 @@ def cached_tiny_conv(benchmark: Any, *, seed: int = 0, n_frames: int = 8, progre
     Built in a temporary directory and renamed into place, so an interrupted or
     concurrent build never leaves a half-written cache entry."""
     key = hashlib.sha256(f"{RECIPE_VERSION}|{world_fingerprint(benchmark)}|{seed}|{n_frames}".encode())
-    target = cache_root() / "tiny-conv" / key.hexdigest()[:16]
-    if (target / "model.safetensors").exists():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=target.parent))
-    try:
-        pretrain_tiny_conv(benchmark, tmp, seed=seed, n_frames=n_frames, progress=progress)
-        try:
-            tmp.rename(target)
-        except OSError:  # someone else finished first; theirs is as good as ours
-            pass
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return target
+    return cached_build(cache_root() / "tiny-conv" / key.hexdigest()[:16],
+                        lambda tmp: pretrain_tiny_conv(benchmark, tmp, seed=seed, n_frames=n_frames, progress=progress))
 
 
 def build_tiny_conv(path: str | None = None, n_frames: int = 8, seed: int = 0, benchmark: Any = None) -> TinyConvEncoder:

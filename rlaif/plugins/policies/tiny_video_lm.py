@@ -1,11 +1,12 @@
 """The ``tiny-video-lm`` policy: the embedded default video-language model.
 
 The shape of VLM-RLAIF's model at toy scale (methods.md §2): a frozen visual encoder
-(``tiny-conv``, Video-ChatGPT pooled tokens, features cached per video) -> a projector
-(Linear, ReLU, Linear) -> a causal LM fed through ``inputs_embeds``, fine-tuned with LoRA
-adapters (default r = 32, alpha = 32 on q/k/v/o). A prompt reads::
+(default ``tiny-objects``: one token per object per frame; or ``tiny-conv``: Video-ChatGPT
+pooled patch tokens; features cached per video) -> a projector (Linear, ReLU, Linear) ->
+a causal LM fed through ``inputs_embeds``, fine-tuned with LoRA adapters (default r = 32,
+alpha = 32 on q/k/v/o). A prompt reads::
 
-    <bos> question: {question} [T + P visual tokens] answer:
+    <bos> question: {question} [visual tokens] answer:
 
 and the response is the answer's tokens followed by ``<eos>``. ``prompt.meta
 ["frame_range"] = [start, stop)`` restricts the frames to one clip (clip captions) and
@@ -42,7 +43,7 @@ import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -149,6 +150,19 @@ class _Request:
         return 0 if self.features is None else int(self.features.shape[0])
 
 
+class EmbeddedEncoder(Protocol):
+    """What this policy asks of the encoder it embeds (``tiny-objects``, ``tiny-conv``):
+    ``rlaif.core.protocols.Encoder`` plus freezing, moving and saving with checkpoints."""
+
+    name: str
+    feature_dim: int
+
+    def encode(self, frames: Any) -> torch.Tensor: ...
+    def freeze(self) -> Any: ...
+    def to(self, device: Any) -> Any: ...
+    def save(self, directory: str | Path) -> None: ...
+
+
 class TinyVideoLM:
     """Frozen encoder -> projector -> LoRA-adapted causal LM (see the module docstring)."""
 
@@ -156,7 +170,7 @@ class TinyVideoLM:
 
     def __init__(
         self,
-        encoder: TinyConvEncoder,
+        encoder: EmbeddedEncoder,
         lm: Any,
         tokenizer: Any,
         *,
@@ -641,7 +655,7 @@ class TinyVideoLM:
         if not (directory / "policy.json").exists():
             raise UsageError(f"{directory} is not a tiny-video-lm checkpoint (no policy.json)")
         config = json.loads((directory / "policy.json").read_text())
-        encoder = TinyConvEncoder.from_pretrained(directory / "encoder")
+        encoder = load_encoder(directory / "encoder")
         tokenizer = load_world_tokenizer(directory / "tokenizer.json")
         lm = load_tiny_lm(directory / "lm")
         projector = nn.Sequential(nn.Linear(config["feature_dim"], config["hidden_size"]), nn.ReLU(),
@@ -683,6 +697,40 @@ def _top_p_filter(probs: torch.Tensor, top_p: float) -> torch.Tensor:
 
 
 # -- the default base: encoder + tokenizer + pre-trained LM, built once per world --------
+#: The default base's frozen encoder: ``tiny-objects`` (object tokens, see its module) or
+#: ``tiny-conv`` (Video-ChatGPT pooled patches; SFT acc/short 0.355 against 0.486, README).
+ENCODERS = ("tiny-objects", "tiny-conv")
+DEFAULT_ENCODER = "tiny-objects"
+
+
+def encoder_recipe(encoder: str = DEFAULT_ENCODER) -> str:
+    """The encoder's recipe version (part of every cache key built on it)."""
+    from rlaif.plugins.encoders import tiny_conv, tiny_objects
+
+    return (tiny_objects if encoder == "tiny-objects" else tiny_conv).RECIPE_VERSION
+
+
+def cached_encoder(benchmark: Any, *, encoder: str = DEFAULT_ENCODER, seed: int = 0, n_frames: int = 8,
+                   progress: bool = False) -> Path:
+    """Directory of the base's encoder, fitted or pre-trained on first use (cached)."""
+    if encoder not in ENCODERS:
+        raise UsageError(f"tiny-video-lm encoder must be one of {', '.join(ENCODERS)}; got {encoder!r}")
+    if encoder == "tiny-objects":
+        from rlaif.plugins.encoders.tiny_objects import cached_tiny_objects
+
+        return cached_tiny_objects(benchmark, n_frames=n_frames)
+    return cached_tiny_conv(benchmark, seed=seed, n_frames=n_frames, progress=progress)
+
+
+def load_encoder(directory: str | Path) -> Any:
+    """A saved frozen encoder of either kind, told apart by its ``config.json`` format."""
+    from rlaif.plugins.encoders.tiny_objects import TinyObjectEncoder
+
+    config = json.loads((Path(directory) / "config.json").read_text())
+    if str(config.get("format", "")).startswith("tiny-objects/"):
+        return TinyObjectEncoder.from_pretrained(directory)
+    return TinyConvEncoder.from_pretrained(directory)
+
 #: Fresh scenes (``benchmark.fresh_scenes``) whose text the world LM is pre-trained on.
 LM_FRESH_SCENES = 3000
 #: Pre-training: PASSES over the corpus in windows of 32 x 128 tokens, at least 100 and at
@@ -734,10 +782,12 @@ def reading_comprehension(narrative: str, question: str, answer: str) -> str:
     return f"context: {narrative} " + QA_TEMPLATE.format(question=question) + " " + answer
 
 
-def cached_base(benchmark: Any, *, seed: int = 0, n_frames: int = 8, progress: bool = False) -> dict[str, Path]:
+def cached_base(benchmark: Any, *, seed: int = 0, n_frames: int = 8, progress: bool = False,
+                encoder: str = DEFAULT_ENCODER) -> dict[str, Path]:
     """Paths of the default base (``encoder``, ``tokenizer``, ``lm``) for ``benchmark``,
-    building whatever is missing in the cache (``$RLAIF_CACHE``, see ``tiny_conv``)."""
-    encoder_dir = cached_tiny_conv(benchmark, seed=seed, n_frames=n_frames, progress=progress)
+    building whatever is missing in the cache (``$RLAIF_CACHE``, see ``tiny_conv``). The
+    LM does not depend on the encoder, so both encoders share one pre-trained LM."""
+    encoder_dir = cached_encoder(benchmark, encoder=encoder, seed=seed, n_frames=n_frames, progress=progress)
     key = hashlib.sha256(f"{BASE_RECIPE}|{world_fingerprint(benchmark)}|{seed}".encode()).hexdigest()[:16]
     target = cache_root() / "tiny-video-lm-base" / key
     if not (target / "lm" / "config.json").exists():
@@ -765,7 +815,7 @@ def cached_base(benchmark: Any, *, seed: int = 0, n_frames: int = 8, progress: b
 def from_base(paths: dict[str, Path], *, frames: FrameSource | None = None, n_frames: int = 8, lora_r: int = 32,
               lora_alpha: int = 32, value_head: bool = False, seed: int = 0) -> TinyVideoLM:
     """A fresh policy on the pre-trained base: new projector and adapter, both trainable."""
-    encoder = TinyConvEncoder.from_pretrained(paths["encoder"])
+    encoder = load_encoder(paths["encoder"])
     return TinyVideoLM(encoder, load_tiny_lm(paths["lm"]), load_world_tokenizer(paths["tokenizer"]), frames=frames,
                        n_frames=n_frames, lora_r=lora_r, lora_alpha=lora_alpha, value_head=value_head, seed=seed,
                        history=[{"base": str(paths["lm"])}])
@@ -781,10 +831,13 @@ def build_tiny_video_lm(
     seed: int = 0,
     benchmark: Any = None,
     lm: str = "tiny",
+    encoder: str = DEFAULT_ENCODER,
 ) -> TinyVideoLM:
     """Registry factory. ``path``: a saved checkpoint (an SFT result for RL: its adapter is
     merged and a fresh one attached unless ``new_adapter`` is false); ``None``: a fresh
-    policy on the default base, pre-training it on ``benchmark`` on first use (cached)."""
+    policy on the default base, pre-training it on ``benchmark`` on first use (cached);
+    ``encoder`` picks the base's frozen encoder for such a fresh policy (a checkpoint
+    carries its own)."""
     if lm != "tiny":
         raise UsageError(f"lm={lm!r} is not available yet for tiny-video-lm; use lm='tiny' "
                          "(or the hf-vlm policy for pretrained Hugging Face models)")
@@ -794,7 +847,7 @@ def build_tiny_video_lm(
     if path is not None:
         return TinyVideoLM.load(path, frames=frames, new_adapter=new_adapter, lora_r=lora_r, lora_alpha=lora_alpha,
                                 value_head=value_head, seed=seed)
-    paths = cached_base(benchmark, seed=seed, n_frames=n_frames)
+    paths = cached_base(benchmark, seed=seed, n_frames=n_frames, encoder=encoder)
     return from_base(paths, frames=frames, n_frames=n_frames, lora_r=lora_r, lora_alpha=lora_alpha,
                      value_head=value_head, seed=seed)
 

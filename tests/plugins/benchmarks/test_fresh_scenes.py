@@ -70,14 +70,22 @@ def test_world_judge_reads_only_sft_and_fresh_scenes(world: VideoWorld) -> None:
     assert len(examples) > len(sft) + 200 * 4  # every fresh scene brings its questions
 
 
-def test_alignment_examples_caption_fresh_videos_on_disk(world: VideoWorld) -> None:
+def test_alignment_examples_caption_and_question_fresh_videos_on_disk(world: VideoWorld) -> None:
     examples = world.alignment_examples(n_videos=3)
     private = world.private_narratives()
-    assert {p.qtype for p in examples} == {"caption"}
+    captions = [p for p in examples if p.qtype == "caption"]
+    questions = [p for p in examples if p.qtype != "caption"]
+    assert len(captions) == 3 * 4  # a 1-clip and a 3-clip cut per video
+    assert {p.qtype for p in questions} <= {"attribute", "counting", "direction", "temporal"}
+    assert {p.qtype for p in questions} >= {"attribute", "counting"}
     assert len({p.video.video_id for p in examples}) == 3
-    for p in examples:
+    for p in captions:
         start, stop = p.meta["frame_range"]
         frames = world.frames(p.video, 4, frame_range=(start, stop))  # a real mp4 through PyAV
         assert frames.shape[1:] == (world.size, world.size, 3)
         assert p.reference and p.reference not in private
+    split_videos = {v.video_id for split in ("sft", "rl", "test") for v in world.videos(split)}
+    assert not {p.video.video_id for p in examples} & split_videos
+    assert {p.video.video_id for p in questions} <= {p.video.video_id for p in captions}
     assert examples == world.alignment_examples(n_videos=3)  # written once, read back the same
+    assert all(p.qtype == "caption" for p in world.alignment_examples(n_videos=3, questions=False))

@@ -293,7 +293,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-
 def test_default_stack_builds_once_and_samples_exactly(stack) -> None:  # type: ignore[no-untyped-def]
     policy, world = stack["policy"], stack["world"]
     cache = stack["root"] / "cache"
-    assert len(list((cache / "tiny-conv").iterdir())) == 1
+    assert len(list((cache / "tiny-objects").iterdir())) == 1
     assert (next((cache / "tiny-video-lm-base").iterdir()) / "lm" / "model.safetensors").exists()
     again = build_tiny_video_lm(None, lora_r=8, lora_alpha=8, seed=0, benchmark=world)  # from the cache
     assert len(list((cache / "tiny-video-lm-base").iterdir())) == 1

@@ -39,7 +39,7 @@ from rlaif.plugins.benchmarks.video_world.video_io import (
     uniform_indices,
     write_video,
 )
-from rlaif.plugins.benchmarks.video_world.vocab import DESCRIBE_QUESTION, QTYPES
+from rlaif.plugins.benchmarks.video_world.vocab import DESCRIBE_QUESTION, QTYPES, SHORT_QTYPES
 from rlaif.plugins.benchmarks.video_world.world import (
     GENERATOR_VERSION,
     Event,
@@ -327,12 +327,15 @@ class VideoWorld:
                     out.append((cuts[(k + j) % 2], qa.question, qa.answer))
         return out
 
-    def alignment_examples(self, n_videos: int = 1000) -> list[Prompt]:
-        """Captioning examples on fresh videos (in no split): LLaVA-style feature-
+    def alignment_examples(self, n_videos: int = 1000, questions: bool = True) -> list[Prompt]:
+        """Grounding examples on fresh videos (in no split): LLaVA-style feature-
         alignment data for a policy's first SFT stage. Each video is cut as a narrative
         builder cuts it (1 clip and 3 clips of sampled frames); every clip is one
-        "Describe this video in detail." item whose reference is its gold caption. The
-        mp4 files are written once under the world's folder (``fresh-align/``)."""
+        "Describe this video in detail." item whose reference is its gold caption. With
+        ``questions``, each video's short-answer questions too (``qtype`` as in the
+        splits): captions alone name what is there, questions teach which object a word
+        refers to, which a small LM did not learn from the ``sft`` split's few hundred
+        items per type. The mp4 files are written once under ``fresh-align/``."""
         folder = self.root / "fresh-align"
         folder.mkdir(parents=True, exist_ok=True)
         out: list[Prompt] = []
@@ -352,6 +355,12 @@ class VideoWorld:
                         meta={"split": "fresh", "frame_range": [clip[0], clip[-1] + 1],
                               "answer_words": len(caption.split())},
                     ))  # fmt: skip
+            if questions:
+                for k, qa in enumerate(scene.qa):
+                    if qa.qtype in SHORT_QTYPES:
+                        out.append(Prompt(prompt_id=f"{video.video_id}-q{k}", video=ref, question=qa.question,
+                                          reference=qa.answer, qtype=qa.qtype,
+                                          meta={"split": "fresh", "answer_words": len(qa.answer.split())}))
         return out
 
     def private_narratives(self) -> set[str]:
