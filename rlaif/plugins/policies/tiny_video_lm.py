@@ -698,7 +698,7 @@ def _top_p_filter(probs: torch.Tensor, top_p: float) -> torch.Tensor:
 
 # -- the default base: encoder + tokenizer + pre-trained LM, built once per world --------
 #: The default base's frozen encoder: ``tiny-objects`` (object tokens, see its module) or
-#: ``tiny-conv`` (Video-ChatGPT pooled patches; SFT acc/short 0.355 against 0.486, README).
+#: ``tiny-conv`` (Video-ChatGPT pooled patches; SFT acc/short 0.355 against 0.444, README).
 ENCODERS = ("tiny-objects", "tiny-conv")
 DEFAULT_ENCODER = "tiny-objects"
 

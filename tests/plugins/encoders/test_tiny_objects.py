@@ -91,3 +91,16 @@ def test_cached_build_on_the_embedded_world(tmp_path: Path, monkeypatch: pytest.
     video = world.prompts("test")[0].video
     frames = np.asarray(world.frames(video))[:4]
     assert encoder.encode(frames).shape == (12, encoder.feature_dim)
+
+
+def test_the_policy_names_its_encoders_and_reads_either_from_a_checkpoint(tmp_path: Path) -> None:
+    from rlaif.core.errors import UsageError
+    from rlaif.plugins.encoders.tiny_conv import TinyConvEncoder
+    from rlaif.plugins.policies.tiny_video_lm import cached_encoder, load_encoder
+
+    with pytest.raises(UsageError, match="tiny-objects, tiny-conv"):
+        cached_encoder(object(), encoder="clip")
+    TinyObjectEncoder(n_frames=4).save(tmp_path / "objects")
+    TinyConvEncoder(feature_dim=16, width=4).save(tmp_path / "conv")
+    assert isinstance(load_encoder(tmp_path / "objects"), TinyObjectEncoder)
+    assert isinstance(load_encoder(tmp_path / "conv"), TinyConvEncoder)
