@@ -42,12 +42,13 @@ class Table:
     title: str
     claim: str  # the paper's claim the table tests, one sentence (../shared/methods.md)
     script: str = ""  # set when a benchmarks/ script, not `rlaif study`, makes the table
+    script_args: str = ""  # what the script is given besides --out
     wall_curves: bool = False  # add accuracy against wall time
 
     def command(self, studies: str, directory: str = "") -> str:
         out = f"{studies}/{directory or self.name}"
         if self.script:
-            return f"python {self.script} --out {out}"
+            return " ".join(filter(None, ["python", self.script, "--out", out, self.script_args]))
         return f"rlaif study examples/studies/{self.name}.toml --out {out}"
 
 
@@ -71,7 +72,10 @@ TABLES = (
           wall_curves=True),
     Table("T5", "t5-rm-pairs", "reward-model preference pairs → RM accuracy and PPO gain (VLM-RLAIF Fig. 5)",
           "VLM-RLAIF Fig. 5: quality after PPO rises monotonically with the reward model's preference data "
-          "(10k to 40k pairs).", script="benchmarks/rm_pairs.py"),
+          "(10k to 40k pairs). The `ranker-N` arm is Oracle-RLAIF's headline pairing on the same N pairs: "
+          "the reward model used as a ranker with GRPO_rank, against it as a scalar reward with PPO "
+          "(`pairs-N`).", script="benchmarks/rm_pairs.py",
+          script_args="--base examples/studies/t5-rm-pairs.toml --jobs 2"),
 )
 
 

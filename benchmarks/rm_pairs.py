@@ -15,6 +15,11 @@
    PPO against that reward model with its value head initialised from the RM's head (as
    VLM-RLAIF does), ``--seeds`` seeds each, every cell paired with its own starting policy
    (``baseline = "sft"``): the PPO gain in accuracy is the table's second number.
+4. Oracle-RLAIF's headline pairing on the same preferences: one more arm, ``ranker-N``
+   for the largest N, where that reward model is used as a *ranker* (only the order of
+   its scores reaches the loss) with ``grpo-rank``, against ``pairs-N``'s reward model
+   with PPO. Both learned from exactly the same N pairs; only the way the feedback is
+   used differs.
 
 Everything resumes: a finished source, reward model or cell is kept. The study writes
 ``results.json`` as any study does, and this script ``reward_models.json`` next to it
@@ -41,6 +46,10 @@ SOURCE = "source"
 
 def arm_name(n: int) -> str:
     return f"pairs-{n}"
+
+
+def ranker_arm_name(n: int) -> str:
+    return f"ranker-{n}"
 
 
 def run_source(out: Path, base: dict[str, Any], oracle: str, registry: Any, progress: bool) -> Path:
@@ -78,8 +87,9 @@ def train_rms(source: Path, out: Path, sizes: list[int], progress: bool) -> dict
     return rms
 
 
-def study_text(sizes: list[int], seeds: list[int], base: Path | None, out: Path) -> str:
-    """The PPO study: one arm per size, against its reward model."""
+def study_text(sizes: list[int], seeds: list[int], base: Path | None, out: Path, ranker: bool = True) -> str:
+    """The PPO study: one arm per size, against its reward model; with ``ranker``, one more
+    arm using the largest size's reward model as a ranker for ``grpo-rank``."""
     lines = [f'name = "{STUDY_NAME}"', 'mode = "live"', f"seeds = {json.dumps(seeds)}", 'baseline = "sft"']
     if base is not None:
         lines.append(f"base = {json.dumps(str(base.resolve()))}")
@@ -87,6 +97,10 @@ def study_text(sizes: list[int], seeds: list[int], base: Path | None, out: Path)
         rm = json.dumps(str((out / f"rm-{n}").resolve()))
         lines += ["", "[[arms]]", f'name = "{arm_name(n)}"', 'oracle = "reward-model"', f'"oracle.path" = {rm}',
                   'loss = "ppo"', f'"loss.value_init" = {rm}']
+    if ranker:
+        rm = json.dumps(str((out / f"rm-{max(sizes)}").resolve()))
+        lines += ["", "[[arms]]", f'name = "{ranker_arm_name(max(sizes))}"', 'oracle = "reward-model"',
+                  f'"oracle.path" = {rm}', 'loss = "grpo-rank"']
     return "\n".join(lines) + "\n"
 
 
@@ -134,6 +148,8 @@ def main(argv: list[str] | None = None) -> int:
                         "(default: the built-in defaults).")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--jobs", type=int, default=1, help="PPO cells side by side (rlaif study --jobs).")
+    parser.add_argument("--no-ranker", dest="ranker", action="store_false",
+                        help="Leave out the ranker arm (the largest reward model ranking for grpo-rank).")
     parser.add_argument("--no-progress", dest="progress", action="store_false")
     parser.add_argument("--tiny", action="store_true", help="a seconds-long check that the script runs")
     args = parser.parse_args(argv)
@@ -168,19 +184,23 @@ def run(args: argparse.Namespace) -> None:
 
         base = tomllib.loads(args.base.read_text())
     source = args.source.resolve() if args.source else run_source(out, base, args.oracle, registry, args.progress)
-    rms = train_rms(source, out, sorted(set(args.pairs)), args.progress)
+    sizes = sorted(set(args.pairs))
+    rms = train_rms(source, out, sizes, args.progress)
+    if args.ranker:  # the same reward model, read as a ranker
+        rms[ranker_arm_name(max(sizes))] = {**rms[arm_name(max(sizes))], "used_as": "ranker"}
     made_here = (read_cell_state(source) or {}).get("wall_s") if not args.source else None
     (out / RM_FILE).write_text(json.dumps({"source": {"run_dir": str(source), "wall_s": made_here},
                                            "reward_models": rms}, indent=1, sort_keys=True))
     path = out / "study.toml"
-    path.write_text(study_text(sorted(set(args.pairs)), args.seeds, args.base, out))
+    path.write_text(study_text(sizes, args.seeds, args.base, out, args.ranker))
     study = load_study(path, known_components=known_components(), registry=registry)
     report = run_study(study, out, jobs=args.jobs, registry=registry, progress=args.progress)
     written = write_outputs(report, plots=not args.tiny)
     for arm in report.to_json()["arms"]:
         rm = rms[arm["arm"]]
         gain = arm["gain_over_sft"]["acc/all"]
-        print(f"{arm['arm']}: RM held-out accuracy {rm['heldout_accuracy']:.3f}, PPO Δ acc/all {gain['mean']:+.3f}"
+        loss = "grpo-rank" if rm.get("used_as") == "ranker" else "PPO"
+        print(f"{arm['arm']}: RM held-out accuracy {rm['heldout_accuracy']:.3f}, {loss} Δ acc/all {gain['mean']:+.3f}"
               + (f" ± {gain['std']:.3f}" if gain["std"] is not None else ""))
     print("wrote " + ", ".join(str(p) for p in [out / RM_FILE, *written]), file=sys.stderr)
 
