@@ -33,6 +33,9 @@ REPO = Path(__file__).resolve().parents[1]
 #: What ``benchmarks/rm_pairs.py`` stores next to T5's results.json: the source run of the
 #: preferences (its wall time when made there) and each arm's reward model.
 RM_FILE = "reward_models.json"
+#: ``benchmarks/oracle_table.py --json`` output a study directory may hold (T2): the judges'
+#: Kendall τ per context, shown under the study's table.
+ORACLE_TABLE = "oracle_table.json"
 
 
 @dataclass(frozen=True)
@@ -184,6 +187,22 @@ def arms_table(results: dict[str, Any], rms: dict[str, Any]) -> list[str]:
     return lines
 
 
+def judge_table(table: dict[str, Any], path: str) -> list[str]:
+    """The judges' ranking quality by context (``benchmarks/oracle_table.py --json``, stored
+    in the study directory): what each arm's oracle could see, next to what RL made of it."""
+    lines = [f"Judge quality on the same contexts: `rlaif oracle check` on test-split groups of G = 4 SFT "
+             f"candidates, Kendall τ against the ground truth (`python benchmarks/oracle_table.py --groups 128 "
+             f"--json {path}`).", "",
+             "| judge | context | Kendall τ | top-1 | position bias | groups used |", "|---|---|---|---|---|---|"]
+    for row in table.get("rows", []):
+        lines.append(f"| {row['judge']} | {row['context']} | {num(row['kendall_tau'], signed=True)} | "
+                     f"{num(row['top1'])} | {num(row['position_bias'])} | {row.get('groups_used', '-')} |")
+    if table.get("caption_score") is not None:
+        lines += ["", f"The SFT policy's clip captions (the generated narratives) score "
+                      f"{num(table['caption_score'], 2)} / 5 against the gold captions."]
+    return lines
+
+
 def wall_curves(results: dict[str, Any]) -> list[str]:
     """Each arm's evaluations against wall time (mean over seeds), and every arm's accuracy
     at the wall time the fastest arm took in all (its last evaluation done by then)."""
@@ -249,6 +268,9 @@ def section(table: Table, studies: str, study_dir: Path, results: dict[str, Any]
              + (" RM: the arm's reward model, its training pairs and its pairwise accuracy on the held-out "
                 "prompts' pairs (the same pairs for every arm)." if rms else ""), ""]
     lines += arms_table(results, rms)
+    judged = study_dir / ORACLE_TABLE
+    if judged.exists():
+        lines += [""] + judge_table(json.loads(judged.read_text()), f"{studies}/{study_dir.name}/{ORACLE_TABLE}")
     if table.wall_curves:
         lines += [""] + wall_curves(results)
     notes = study_dir / "notes.md"

@@ -308,16 +308,25 @@ def with_score_range(ranking: Ranking, oracle: Any) -> Ranking:
     return replace(ranking, score_range=[float(x) for x in declared])
 
 
+def sampling_seed(seed: int, step: int, rank: int = 0) -> int:
+    """The seed every global RNG restarts from before ``step`` is sampled on ``rank``: a
+    function of (seed, step, rank) only, so a resumed run samples what an uninterrupted one
+    did and checkpoints need no RNG state. Each data-parallel rank draws its own stream
+    (with one stream, every rank's k-th sample would reuse the same uniforms, correlating
+    the candidates of different prompts); rank 0's stream is the single-process run's.
+    A stable arithmetic seed, not hash(): string hashing is salted per process."""
+    return (seed * 1_000_003 + step * 7919 + rank * 104_729) % (2**31)
+
+
 def sample_step(step: int, prompts: list[Prompt], comp: Components, config: RunConfig,
-                context_fn: Callable[[Prompt], str] | None = None, precision: Precision | None = None) -> StepData:
-    """Sample G candidates per prompt and have the oracle rank them."""
+                context_fn: Callable[[Prompt], str] | None = None, precision: Precision | None = None,
+                rank: int = 0) -> StepData:
+    """Sample G candidates per prompt and have the oracle rank them (``rank``: this
+    process's data-parallel rank, which picks its sampling stream, :func:`sampling_seed`)."""
     import torch
 
     run = config.run
-    # Every global RNG (python, numpy, torch) restarts from (seed, step), so sampling and
-    # any plugin drawing from them do the same thing in a resumed run: checkpoints need no
-    # RNG state. A stable seed, not hash(): string hashing is salted per process.
-    seed_everything((run.seed * 1_000_003 + step * 7919) % (2**31))
+    seed_everything(sampling_seed(run.seed, step, rank))
     start = time.perf_counter()
     with torch.no_grad(), (precision or Precision()).autocast():
         candidates = comp.policy.generate(prompts, run.group_size, max_new_tokens=run.max_new_tokens,
@@ -908,7 +917,7 @@ def run_rl(run_dir: str | Path, config: RunConfig, registry: Registry, *, resume
         else:
             pool = prompts_pool if veripo is None else veripo.pool(step, prompts_pool)
             prompts = select_prompts(pool, step, config.run.seed, config.run.prompts_per_step)
-            data = sample_step(step, prompts[rank::world], comp, config, context_fn, precision)
+            data = sample_step(step, prompts[rank::world], comp, config, context_fn, precision, rank=rank)
             data = gather_step(data, accelerator)
             oracle_calls += data.oracle_calls
             try:  # every rank sees the gathered rankings, so every rank stops here alike

@@ -66,6 +66,9 @@ def test_results_md_from_stored_studies(tmp_path: Path) -> None:
     veripo = fake_study(tmp_path, "t4-veripo", walls={c: {1: 1.0, 2: 2.0} for c in ("a-s0", "b-s0", "a-s1", "b-s1")})
     (tmp_path / "studies" / "t2-context").mkdir()  # started, never summarised
     (live / "notes.md").write_text("Read this: b beats a.\n")
+    rows = [{"judge": "world", "context": c, "kendall_tau": tau, "top1": 0.5, "position_bias": 0.0, "groups_used": 91}
+            for c, tau in (("none", 0.16), ("gold", 0.495))]
+    (live / "oracle_table.json").write_text(json.dumps({"rows": rows, "caption_score": 0.7514}))
     out = tmp_path / "RESULTS.md"
     assert load_script("results").main(["--studies", str(tmp_path / "studies"), "--out", str(out)]) == 0
     text = out.read_text()
@@ -87,6 +90,8 @@ def test_results_md_from_stored_studies(tmp_path: Path) -> None:
     assert f"{paired['per_seed']['0']['diff']:+.3f}, {paired['per_seed']['1']['diff']:+.3f}" in rows["| `b`"]
     assert a["paired"] is None and "| - |" in rows["| `a`"]
     assert "Read this: b beats a." in section
+    assert "| world | gold | +0.495 | 0.500 | 0.000 | 91 |" in section and "0.75 / 5" in section
+    assert f"--json {tmp_path / 'studies'}/t3-losses-live/oracle_table.json" in section
 
     t4 = text.split("## T4")[1].split("\n## ")[0]
     assert "Accuracy against wall time" in t4

@@ -168,7 +168,7 @@ schedule = [[{phase = "grpo", steps = 1}]]
         assert needle in text, (needle, text)
 
 
-@pytest.mark.parametrize(("name", "cells"), [("t1-oracles", 12), ("t2-context", 12), ("t3-losses-live", 21),
+@pytest.mark.parametrize(("name", "cells"), [("t1-oracles", 15), ("t2-context", 12), ("t3-losses-live", 21),
                                              ("t3-losses-replay", 24), ("t4-veripo", 6)])
 def test_example_studies_parse_and_their_cells_resolve(name: str, cells: int) -> None:
     from rlaif.cli.run import known_components

@@ -29,6 +29,7 @@ from rlaif.train.rl import (  # noqa: E402
     load_checkpoint,
     micro_batches,
     sample_step,
+    sampling_seed,
     save_checkpoint,
     update_policy,
 )
@@ -116,6 +117,18 @@ def test_each_step_reseeds_every_global_rng(llama_dir: str) -> None:
     assert [r.to_dict() for r in first.rankings] == [r.to_dict() for r in second.rankings]
     assert [[r.token_ids for r in g.rollouts] for g in first.groups] == \
         [[r.token_ids for r in g.rollouts] for g in second.groups]
+
+
+def test_each_rank_samples_its_own_stream(llama_dir: str) -> None:
+    # Two data-parallel ranks must not draw the same uniforms; rank 0 is the 1-process run.
+    comp, _ = setup(llama_dir, GRPORankLoss(), make_config())
+    prompts = step_prompts()
+    samples = {rank: [[r.token_ids for r in g.rollouts] for g in sample_step(3, prompts, comp, make_config(),
+                                                                          rank=rank).groups]
+               for rank in (0, 1)}
+    assert samples[0] != samples[1]
+    assert samples[0] == [[r.token_ids for r in g.rollouts] for g in sample_step(3, prompts, comp, make_config()).groups]
+    assert len({sampling_seed(0, 3, rank) for rank in range(8)}) == 8
 
 
 def test_micro_batches_cover_every_row_once() -> None:
