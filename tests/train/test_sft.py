@@ -25,6 +25,7 @@ from rlaif.train.sft import (
     SFTItem,
     build_sft_items,
     curriculum_stages,
+    focus_items,
     format_judge_question,
     format_ranking,
     judge_items,
@@ -169,6 +170,22 @@ def test_tiny_sft_lowers_loss_saves_and_resumes(tokenizer_path: Path, tmp_path: 
     loaded = TinyVideoLM.load(tmp_path / "sft", frames=world.frames)  # for RL: merged + fresh adapter
     scores = evaluate_policy(loaded, world, split="test", batch_size=3, max_new_tokens=4, long_max_new_tokens=6)
     assert 0.0 <= scores["acc/all"] <= 1.0 and scores["n/all"] == 4
+
+
+def test_focus_stage_trains_its_question_types_alone_first(tokenizer_path: Path, tmp_path: Path) -> None:
+    world = FakeWorld()
+    items = build_sft_items(world, seed=0)
+    focus = focus_items(items, ["attribute"])
+    assert {(it.kind, it.prompt.qtype) for it in focus} == {("qa", "attribute")}
+    assert len(focus) == sum(p.qtype == "attribute" for p in world.prompts("sft"))
+    assert focus_items(items, []) == []
+
+    metrics = run_sft(tmp_path / "sft", benchmark=world, policy=tiny_policy(tokenizer_path, world), batch_size=4,
+                      epochs_per_stage=1, focus_qtypes=["attribute"], focus_epochs=2, progress=False)
+    assert list(metrics["stages"]) == ["focus", "easy", "hard"] and metrics["stages"]["focus"] == len(focus)
+    stage = json.loads((tmp_path / "sft" / "stages" / "focus" / "stage.json").read_text())
+    assert stage["steps"] == 2 * -(-len(focus) // 4) and stage["items"] == len(focus)
+    assert metrics["loss/focus"] < metrics["loss_first/focus"]
 
 
 def test_eval_subset_is_seeded_and_baselines_optional() -> None:
