@@ -35,7 +35,9 @@ from typing import Any
 
 from rlaif.core.errors import OracleError
 
-JUDGE_RECIPE = "world-judge/3"
+JUDGE_RECIPE = "world-judge/4"
+#: Steps on the benchmark's ``judge_focus_answers`` examples alone before the mixture.
+FOCUS_STEPS = 600
 #: Size of the judge LM (a Llama), trained from scratch.
 JUDGE_HIDDEN, JUDGE_LAYERS = 128, 3
 
@@ -62,12 +64,17 @@ def examples_digest(examples: Sequence[tuple[str, str, str]]) -> str:
 # ----------------------------------------------------------------------------- training
 def train_world_judge(examples: Sequence[tuple[str, str, str]], out_dir: str | Path, *, seed: int = 0,
                       steps: int = 3000, batch_size: int = 32, lr: float = 2e-3,
+                      focus_answers: Sequence[str] = (), focus_steps: int = 0,
                       progress: bool = False) -> dict[str, Any]:
     """Train the judge from scratch on ``(narrative, question, answer)`` examples: a
     byte-level BPE on their text, then a tiny Llama whose loss weighs answer tokens 10x
     the context's (it must answer; reading the context is only the means). Saves a
     Hugging Face causal LM with its tokenizer to ``out_dir``; returns training metrics,
-    including the answer loss on 5% of the examples held out."""
+    including the answer loss on 5% of the examples held out.
+
+    ``focus_steps`` first steps train on the examples whose answer is one of
+    ``focus_answers`` alone (the directions: read alone they are learned, inside the
+    mixture the judge stayed at chance on them), then ``steps`` on everything."""
     import torch
 
     from rlaif.plugins.policies.tiny_lm import (
@@ -90,16 +97,20 @@ def train_world_judge(examples: Sequence[tuple[str, str, str]], out_dir: str | P
     train_world_tokenizer([p + a for p, a in docs], out_dir / "tokenizer.json", vocab_size=512)
     tokenizer = load_world_tokenizer(out_dir / "tokenizer.json")
     model = new_tiny_lm(tiny_lm_config(len(tokenizer), hidden_size=JUDGE_HIDDEN, layers=JUDGE_LAYERS), seed)
+    wanted = {" " + " ".join(a.split()) for a in focus_answers}
+    focus = [d for d in train if d[1] in wanted]
+    total = steps + (focus_steps if focus else 0)  # one warmup and cosine over both phases
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
-    warmup = max(1, steps // 30)
+    warmup = max(1, total // 30)
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / warmup) * (0.1 + 0.45 * (1 + math.cos(math.pi * min(s, steps) / steps))))
+        opt, lambda s: min(1.0, (s + 1) / warmup) * (0.1 + 0.45 * (1 + math.cos(math.pi * min(s, total) / total))))
     model.train()
     losses: list[float] = []
     from rich.progress import track
 
-    for _ in track(range(steps), description="training the world judge", disable=not progress, transient=True):
-        nll, answer = _token_nll(model, tokenizer, rng.sample(train, min(batch_size, len(train))))  # [B, L] each
+    for step in track(range(total), description="training the world judge", disable=not progress, transient=True):
+        pool = focus if step < focus_steps and focus else train
+        nll, answer = _token_nll(model, tokenizer, rng.sample(pool, min(batch_size, len(pool))))  # [B, L] each
         weight = (nll != 0).float() * 0.2 + answer * 2.0
         loss = (nll * weight).sum() / weight.sum()
         opt.zero_grad(set_to_none=True)
@@ -115,8 +126,9 @@ def train_world_judge(examples: Sequence[tuple[str, str, str]], out_dir: str | P
     with quiet_hf():
         model.save_pretrained(str(out_dir), safe_serialization=True)
     tokenizer.save_pretrained(str(out_dir))
-    k = max(1, steps // 10)
+    k = max(1, total // 10)
     metrics = {"recipe": JUDGE_RECIPE, "examples": len(docs), "digest": examples_digest(examples),
+               "focus_examples": len(focus), "focus_steps": focus_steps if focus else 0,
                "answer_loss_first": sum(losses[:k]) / k, "answer_loss_last": sum(losses[-k:]) / k,
                "heldout_answer_loss": dev_loss, "seconds": time.perf_counter() - started}
     (out_dir / "judge.json").write_text(json.dumps(metrics, indent=2))
@@ -151,20 +163,25 @@ def _token_nll(model: Any, tokenizer: Any, docs: Sequence[tuple[str, str]]) -> t
 def cached_world_judge(benchmark: Any, *, seed: int = 0, progress: bool = False) -> Path:
     """Directory of the world judge trained on ``benchmark.judge_training_examples()``,
     training it on first use (cached in ``$RLAIF_CACHE/world-judge`` by a digest of the
-    examples, built in a temp dir and renamed into place)."""
+    examples, built in a temp dir and renamed into place). A benchmark may name answers
+    whose examples are read alone first (``judge_focus_answers``: the video world's
+    directions, which the judge never learned to read inside the mixture)."""
     from rlaif.plugins.encoders.tiny_conv import cache_root
 
     examples = list(benchmark.judge_training_examples())
     if not examples:
         raise OracleError("the benchmark gave no judge training examples")
-    key = hashlib.sha256(f"{JUDGE_RECIPE}|{examples_digest(examples)}|{seed}".encode()).hexdigest()[:16]
+    focus = tuple(getattr(benchmark, "judge_focus_answers", ()))
+    recipe = f"{JUDGE_RECIPE}|{examples_digest(examples)}|{seed}" + (f"|focus:{','.join(focus)}" if focus else "")
+    key = hashlib.sha256(recipe.encode()).hexdigest()[:16]
     target = cache_root() / "world-judge" / key
     if (target / "judge.json").exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=target.parent))
     try:
-        train_world_judge(examples, tmp, seed=seed, progress=progress)
+        train_world_judge(examples, tmp, seed=seed, focus_answers=focus, focus_steps=FOCUS_STEPS if focus else 0,
+                          progress=progress)
         try:
             tmp.rename(target)
         except OSError:  # built concurrently; theirs is as good as ours

@@ -90,6 +90,22 @@ def test_judge_is_cached_by_what_it_read(world: Any, tmp_path: Path, monkeypatch
     assert cached_world_judge(Few(3)) == first and len(calls) == 1
     assert cached_world_judge(Few(4)) != first and len(calls) == 2
 
+    class Focused(Few):
+        judge_focus_answers = ("left", "right")
+
+    assert cached_world_judge(Focused(3)) not in (first, cached_world_judge(Few(4))) and len(calls) == 3
+
+
+def test_focus_answers_are_read_alone_first(examples: list[tuple[str, str, str]], tmp_path: Path) -> None:
+    directions = ("left", "right", "up", "down")
+    metrics = train_world_judge(examples, tmp_path / "judge", steps=2, batch_size=4, seed=0,
+                                focus_answers=directions, focus_steps=3)
+    held_in = len(examples) - max(1, len(examples) // 20)
+    assert 0 < metrics["focus_examples"] <= sum(a in directions for _, _, a in examples) <= held_in
+    assert metrics["focus_steps"] == 3
+    plain = train_world_judge(examples, tmp_path / "plain", steps=2, batch_size=4, seed=0)
+    assert plain["focus_examples"] == 0 and plain["focus_steps"] == 0
+
 
 def test_world_judge_needs_judge_material() -> None:
     class Bare:
