@@ -129,7 +129,10 @@ def visible_prompt(prompt: Prompt, oracle: Any) -> Prompt:
 
 #: Benchmark methods that give labelled material a judge may be *trained* on (the ``sft``
 #: split and scenes in no split, never ``rl``/``test``); open to every oracle.
-TRAINING_MATERIAL = frozenset({"judge_training_examples"})
+#: What any oracle may read from the benchmark besides frames: a judge's training material
+#: (no ``rl``/``test`` text in it, see the benchmark) and which of its answers a judge
+#: should read alone first (a vocabulary, not an annotation).
+TRAINING_MATERIAL = frozenset({"judge_training_examples", "judge_focus_answers"})
 
 
 class OracleBenchmarkView:
@@ -137,7 +140,7 @@ class OracleBenchmarkView:
 
     Any oracle may decode frames (to caption clips, or count them), read the
     benchmark's ``name`` and ``has_ground_truth``, and train on its
-    ``judge_training_examples()`` when it has them. The rest -- ``item_score``,
+    ``judge_training_examples()`` (and ``judge_focus_answers``) when it has them. The rest -- ``item_score``,
     ``narrative``, ``prompts``, annotations -- is ground truth, and opens only when the
     built oracle declares ``needs_reference`` (:func:`build_oracle` calls :meth:`grant`);
     before that, reading it is a loud :class:`~rlaif.core.errors.OracleError`, not a quiet

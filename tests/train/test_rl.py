@@ -311,6 +311,9 @@ def test_only_oracles_declaring_needs_reference_read_the_benchmark(small_world: 
     peeking = build_oracle(registry, config, small_world)
     assert peeking.benchmark is not small_world
     assert len(peeking.benchmark.frames(prompt.video, 4)) == 4  # frames are for everyone
+    # ... and a judge's training material: examples from no rl/test item, and a vocabulary
+    assert peeking.benchmark.judge_focus_answers == small_world.judge_focus_answers  # type: ignore[attr-defined]
+    assert callable(peeking.benchmark.judge_training_examples)
     for read in (lambda b: b.item_score(prompt, "red"), lambda b: b.narrative(prompt.video),
                  lambda b: b.prompts("rl")):
         with pytest.raises(OracleError, match="needs_reference"):
