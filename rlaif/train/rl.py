@@ -127,11 +127,10 @@ def visible_prompt(prompt: Prompt, oracle: Any) -> Prompt:
     return replace(prompt, reference=None, meta=meta)
 
 
-#: Benchmark methods that give labelled material a judge may be *trained* on (the ``sft``
-#: split and scenes in no split, never ``rl``/``test``); open to every oracle.
-#: What any oracle may read from the benchmark besides frames: a judge's training material
-#: (no ``rl``/``test`` text in it, see the benchmark) and which of its answers a judge
-#: should read alone first (a vocabulary, not an annotation).
+#: What every oracle may read from the benchmark besides frames: the labelled material a
+#: judge may be *trained* on (the ``sft`` split and scenes in no split, never
+#: ``rl``/``test``), and which answers a judge should learn to read alone first (a
+#: vocabulary, not an annotation).
 TRAINING_MATERIAL = frozenset({"judge_training_examples", "judge_focus_answers"})
 
 
@@ -140,9 +139,9 @@ class OracleBenchmarkView:
 
     Any oracle may decode frames (to caption clips, or count them), read the
     benchmark's ``name`` and ``has_ground_truth``, and train on its
-    ``judge_training_examples()`` (and ``judge_focus_answers``) when it has them. The rest -- ``item_score``,
-    ``narrative``, ``prompts``, annotations -- is ground truth, and opens only when the
-    built oracle declares ``needs_reference`` (:func:`build_oracle` calls :meth:`grant`);
+    ``judge_training_examples()`` (with ``judge_focus_answers``) when it has them. The
+    rest -- ``item_score``, ``narrative``, ``prompts``, annotations -- is ground truth, and
+    opens only when the built oracle declares ``needs_reference`` (:func:`build_oracle` calls :meth:`grant`);
     before that, reading it is a loud :class:`~rlaif.core.errors.OracleError`, not a quiet
     leak. The gate is checked on use because ``needs_reference`` is known only once an
     oracle is built from its options (``llm-judge context="gold"`` declares it)."""

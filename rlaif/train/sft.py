@@ -4,8 +4,9 @@ Recipe (methods.md §2): train the projector and LoRA adapters (encoder and LM w
 frozen). First a *focus* stage: the question types in ``focus_qtypes`` (directions) alone,
 from the ``sft`` split and the fresh videos below, 6 epochs (ours: inside the mixture the
 small policy never learned to read directions, 0.20 on test; learned alone first, they
-stay at 0.72 through everything after). Then, where the benchmark offers ``alignment_examples`` (the video world does:
-captions and short questions of fresh videos in no split), a grounding stage on them, as
+stay at 0.64-0.72 through everything after). Then, where the benchmark offers
+``alignment_examples`` (the video world does: captions and short questions of fresh
+videos in no split), a grounding stage on them, as
 LLaVA's stage 1 aligns features: perception and reference from plentiful generated
 videos. Then three kinds of items
 built from the benchmark's ``sft`` split:
