@@ -101,7 +101,7 @@ def sft_command(
         from rlaif.train.sft import default_sft_dir, run_sft
 
         target = out or default_sft_dir(bench, seed=seed)
-        extra = {} if epochs_per_stage is None else {"epochs_per_stage": epochs_per_stage}
+        extra: dict[str, Any] = {} if epochs_per_stage is None else {"epochs_per_stage": epochs_per_stage}
         metrics = run_sft(target, benchmark=bench, seed=seed, curriculum=curriculum, lora_r=lora_r,
                           lora_alpha=lora_alpha, progress=not as_json, **extra)
     if as_json:
