@@ -132,10 +132,11 @@ def test_run_kill_resume_matches_uninterrupted_run_and_replay(tiny: dict[str, Pa
     assert final.keys() == replayed.keys()
     # Replay recomputes the old log-probs under the policy it trains (on-policy); they equal
     # the sampled ones up to float rounding (one batched forward against token-by-token
-    # decoding), which Adam's normalised steps can grow to ~1e-5 over six steps. Each step
-    # moves a weight by up to lr = 2e-3, so other data would differ by ~1e-3.
+    # decoding), which Adam's normalised steps can grow over six steps: measured up to
+    # 1.0e-4 on one weight (a clean-clone CI run on a busy machine). Each step moves a weight
+    # by up to lr = 2e-3, so other data would differ by ~1e-3.
     for name in final:
-        assert (final[name] - replayed[name]).abs().max() < 1e-4, name
+        assert (final[name] - replayed[name]).abs().max() < 3e-4, name
     # ... and the source store is untouched by the replay.
     assert stored(full)[0] == rollouts
 
