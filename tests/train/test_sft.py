@@ -209,8 +209,10 @@ def test_default_sft_on_a_small_video_world(tmp_path: Path, monkeypatch: pytest.
                        max_frames=20, progress=False)
     out = default_sft_dir(world, seed=0)
     assert out.parent == tmp_path / "cache" / "sft"
-    metrics = run_sft(out, benchmark=world, seed=0, lora_r=8, lora_alpha=8, epochs_per_stage=1, progress=False)
+    metrics = run_sft(out, benchmark=world, seed=0, lora_r=8, lora_alpha=8, epochs_per_stage=1, focus_epochs=1,
+                      progress=False)
     assert metrics["kinds"]["qa"] and metrics["kinds"]["caption"] and metrics["kinds"]["judge"]
+    assert list(metrics["stages"])[:2] == ["focus", "align"]  # the default recipe reads directions alone first
     assert all(np.isfinite(metrics[f"loss/{stage}"]) for stage in ("easy", "hard"))  # learning: unit test above
     policy = TinyVideoLM.load(out, frames=world.frames)
     scores = evaluate_policy(policy, world, limit=12)
