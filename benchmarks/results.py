@@ -252,7 +252,8 @@ def section(table: Table, studies: str, study_dir: Path, results: dict[str, Any]
     extra = ""
     if rm_data:  # T5's cost: the preference run and the reward models too
         made = rm_data.get("source", {}).get("wall_s")
-        wall += (made or 0.0) + sum(float(rm.get("seconds") or 0.0) for rm in rms.values())
+        trained = {rm.get("path"): rm for rm in rms.values()}  # a ranker arm reuses a reward model
+        wall += (made or 0.0) + sum(float(rm.get("seconds") or 0.0) for rm in trained.values())
         extra = (" (the preference run and " if made is not None else " (the given preference run not included; ") \
             + "the reward models included)"
     against = "each cell's starting policy" if results["baseline"] == "sft" else f"`{results['baseline']}`"
