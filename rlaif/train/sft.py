@@ -288,7 +288,7 @@ def run_sft(
     align = alignment_items(benchmark, align_videos)
     if align:
         stages.insert(0, ("align", align))
-    focus = focus_items([it for it in items if it.kind == "qa"] + align, focus_qtypes)
+    focus = focus_items(items + align, focus_qtypes)  # it keeps the QA items of those types
     if focus:
         stages.insert(0, ("focus", focus))
 
