@@ -5,6 +5,7 @@ policy; the ``integration`` test runs the real default stack on a small video wo
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,8 @@ from rlaif.plugins.policies.tiny_lm import (
 from rlaif.plugins.policies.tiny_video_lm import TinyVideoLM
 from rlaif.train.evaluate import baseline_metrics, eval_prompts, evaluate_policy
 from rlaif.train.sft import (
+    FOCUS_SKILLS,
+    FocusSkill,
     SFTItem,
     build_sft_items,
     curriculum_stages,
@@ -172,20 +175,30 @@ def test_tiny_sft_lowers_loss_saves_and_resumes(tokenizer_path: Path, tmp_path: 
     assert 0.0 <= scores["acc/all"] <= 1.0 and scores["n/all"] == 4
 
 
-def test_focus_stage_trains_its_question_types_alone_first(tokenizer_path: Path, tmp_path: Path) -> None:
+def test_focus_stages_train_each_skill_alone_in_turn(tokenizer_path: Path, tmp_path: Path) -> None:
     world = FakeWorld()
     items = build_sft_items(world, seed=0)
-    focus = focus_items(items, ["attribute"])
+    attribute = FocusSkill("attr", "attribute", epochs=2)
+    focus = focus_items(items, attribute)
     assert {(it.kind, it.prompt.qtype) for it in focus} == {("qa", "attribute")}
     assert len(focus) == sum(p.qtype == "attribute" for p in world.prompts("sft"))
-    assert focus_items(items, []) == []
+    prefix = focus[0].prompt.question.split()[0]
+    narrow = focus_items(items, FocusSkill("narrow", "attribute", prefix))
+    assert narrow and all(it.prompt.question.startswith(prefix) for it in narrow)
+    assert len(narrow) == sum(p.qtype == "attribute" and p.question.startswith(prefix) for p in world.prompts("sft"))
+    assert focus_items(items, FocusSkill("none", "no-such-type")) == []
 
+    skills = (attribute, FocusSkill("again", "attribute", prefix, epochs=1), FocusSkill("none", "no-such-type"))
     metrics = run_sft(tmp_path / "sft", benchmark=world, policy=tiny_policy(tokenizer_path, world), batch_size=4,
-                      epochs_per_stage=1, focus_qtypes=["attribute"], focus_epochs=2, progress=False)
-    assert list(metrics["stages"]) == ["focus", "easy", "hard"] and metrics["stages"]["focus"] == len(focus)
-    stage = json.loads((tmp_path / "sft" / "stages" / "focus" / "stage.json").read_text())
+                      epochs_per_stage=1, focus_skills=skills, progress=False)
+    # in the given order, a skill with no items skipped, before the curriculum
+    assert list(metrics["stages"]) == ["focus-attr", "focus-again", "easy", "hard"]
+    assert metrics["stages"]["focus-attr"] == len(focus) and metrics["stages"]["focus-again"] == len(narrow)
+    stage = json.loads((tmp_path / "sft" / "stages" / "focus-attr" / "stage.json").read_text())
     assert stage["steps"] == 2 * -(-len(focus) // 4) and stage["items"] == len(focus)
-    assert metrics["loss/focus"] < metrics["loss_first/focus"]
+    again = json.loads((tmp_path / "sft" / "stages" / "focus-again" / "stage.json").read_text())
+    assert again["steps"] == -(-len(narrow) // 4)
+    assert metrics["loss/focus-attr"] < metrics["loss_first/focus-attr"]
 
 
 def test_eval_subset_is_seeded_and_baselines_optional() -> None:
@@ -209,10 +222,12 @@ def test_default_sft_on_a_small_video_world(tmp_path: Path, monkeypatch: pytest.
                        max_frames=20, progress=False)
     out = default_sft_dir(world, seed=0)
     assert out.parent == tmp_path / "cache" / "sft"
-    metrics = run_sft(out, benchmark=world, seed=0, lora_r=8, lora_alpha=8, epochs_per_stage=1, focus_epochs=1,
+    quick = tuple(replace(skill, epochs=1) for skill in FOCUS_SKILLS)
+    metrics = run_sft(out, benchmark=world, seed=0, lora_r=8, lora_alpha=8, epochs_per_stage=1, focus_skills=quick,
                       progress=False)
     assert metrics["kinds"]["qa"] and metrics["kinds"]["caption"] and metrics["kinds"]["judge"]
-    assert list(metrics["stages"])[:2] == ["focus", "align"]  # the default recipe reads directions alone first
+    # the default recipe reads directions, then colours, alone first
+    assert list(metrics["stages"])[:3] == ["focus-direction", "focus-colour", "align"]
     assert all(np.isfinite(metrics[f"loss/{stage}"]) for stage in ("easy", "hard"))  # learning: unit test above
     policy = TinyVideoLM.load(out, frames=world.frames)
     scores = evaluate_policy(policy, world, limit=12)
