@@ -322,9 +322,16 @@ def two_arms(tiny: dict[str, Path], name: str, steps: int = 3) -> Path:
 
 
 def invoke(*args: str) -> Any:
+    from rlaif.cli.app import get_console
     from rlaif.cli.main import app
 
-    return CliRunner().invoke(app, ["study", *args, "--no-progress"], env={"COLUMNS": "200"})
+    # A console made by an earlier test in this process keeps that test's width: start a
+    # new one that reads COLUMNS, and leave none behind.
+    get_console.cache_clear()
+    try:
+        return CliRunner().invoke(app, ["study", *args, "--no-progress"], env={"COLUMNS": "200"})
+    finally:
+        get_console.cache_clear()
 
 
 @pytest.fixture(scope="module")
