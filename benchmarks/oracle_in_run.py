@@ -34,15 +34,15 @@ def oracle_in_run(run_dir: Path, oracle: str | None = None, registry: Any = None
     ``pulls_off`` (see the module docstring)."""
     from rlaif.core.config import config_from_dict
     from rlaif.core.errors import StoreError, UsageError
-    from rlaif.core.records import Group
     from rlaif.core.registry import load_plugins
     from rlaif.core.store import RunStore
     from rlaif.train.oracle_check import kendall_tau_b, top1_credit, top_block
+    from rlaif.train.rl import RUN_ID, stored_step
 
     registry = registry or load_plugins()
-    sums: dict[str, Counter[str]] = defaultdict(Counter)
+    sums: dict[str, Counter[str]] = defaultdict(Counter)  # running sums per type
     with RunStore(run_dir, readonly=True) as store:
-        info = store.get_run("main")
+        info = store.get_run(RUN_ID)
         if info is None:
             raise StoreError(f"{run_dir}: no run recorded in this store; check the path")
         config = config_from_dict(info.config, source=str(run_dir))
@@ -51,21 +51,12 @@ def oracle_in_run(run_dir: Path, oracle: str | None = None, registry: Any = None
         if not getattr(benchmark, "has_ground_truth", False):
             raise UsageError(f"{run_dir}: its benchmark has no ground truth to compare the oracle with")
         truth = registry.build("oracle", "ground-truth", {}, benchmark=benchmark)
-        steps = store.steps("main", kind="rankings", oracle=name)
+        steps = store.steps(RUN_ID, kind="rankings", oracle=name)
         if not steps:
             raise UsageError(f"{run_dir}: no rankings by oracle {name!r} stored; pass --oracle")
         for step in steps:
-            by_prompt: dict[str, list[Any]] = defaultdict(list)
-            for rollout in store.iter_shard("rollouts", "main", step):
-                by_prompt[rollout.prompt_id].append(rollout)
-            rankings = list(store.iter_shard("rankings", "main", step, oracle=name))
-            prompts = store.get_prompts("main", [r.prompt_id for r in rankings])  # stored with the rollouts
-            missing = sorted({r.prompt_id for r in rankings} - set(prompts))
-            if missing:
-                raise StoreError(f"{run_dir}: step {step} ranks prompts the store does not hold ({missing[0]!r}, ...)")
-            groups = [Group(prompts[r.prompt_id], sorted(by_prompt[r.prompt_id], key=lambda x: x.index))
-                      for r in rankings]
-            for ranking, group, reference in zip(rankings, groups, truth.rank(groups), strict=True):
+            data = stored_step(store, step, name, run_id=RUN_ID)  # the groups as the run ranked them
+            for ranking, group, reference in zip(data.rankings, data.groups, truth.rank(data.groups), strict=True):
                 best = set(top_block(reference))
                 if ranking.failure is not None or len(best) == len(group.rollouts):
                     continue  # a failed ranking, or a group the truth cannot order
@@ -73,13 +64,11 @@ def oracle_in_run(run_dir: Path, oracle: str | None = None, registry: Any = None
                 common = Counter(texts).most_common(1)[0][0]
                 policy_right = any(texts[i] == common for i in best)
                 oracle_right = bool(set(top_block(ranking)) & best)
+                values = {"groups": 1, "tau": kendall_tau_b(ranking.positions(), reference.positions()),
+                          "top1": top1_credit(ranking, reference), "policy_top1": float(policy_right),
+                          "pulls_off": float(policy_right and not oracle_right)}
                 for key in (group.prompt.qtype or "other", "all"):
-                    row = sums[key]
-                    row["groups"] += 1
-                    row["tau"] += kendall_tau_b(ranking.positions(), reference.positions())
-                    row["top1"] += top1_credit(ranking, reference)
-                    row["policy_top1"] += policy_right
-                    row["pulls_off"] += policy_right and not oracle_right
+                    sums[key].update(values)
     return {key: {"groups": row["groups"], **{k: row[k] / row["groups"] for k in
                                               ("tau", "top1", "policy_top1", "pulls_off")}}
             for key, row in sorted(sums.items(), key=lambda kv: (kv[0] == "all", kv[0]))}
