@@ -24,7 +24,7 @@ from typing import Any
 
 #: Wiring arguments the loop passes itself (``Registry.build(..., benchmark=...)``);
 #: never options a user sets.
-WIRING = frozenset({"benchmark", "policy", "store"})
+WIRING = frozenset({"benchmark", "policy", "store", "progress"})
 
 
 def did_you_mean(name: str, choices: list[str]) -> str:

@@ -336,7 +336,8 @@ def run_oracle_check(
     runs = []
     for mode in modes:
         chosen = dict(options) if mode is None else {**options, "context": mode}
-        built = registry.build("oracle", oracle, chosen, benchmark=benchmark, policy=policy, store=None, seed=seed)
+        built = registry.build("oracle", oracle, chosen, benchmark=benchmark, policy=policy, store=None, seed=seed,
+                               progress=progress)
         label = mode if mode is not None else _own_context(built)
         runs.append(diagnose(built, groups, reference, context=label, options=chosen, permute=permute).to_dict())
     return {

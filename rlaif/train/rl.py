@@ -129,9 +129,10 @@ def visible_prompt(prompt: Prompt, oracle: Any) -> Prompt:
 
 #: What every oracle may read from the benchmark besides frames: the labelled material a
 #: judge may be *trained* on (the ``sft`` split and scenes in no split, never
-#: ``rl``/``test``), and which answers a judge should learn to read alone first (a
-#: vocabulary, not an annotation).
-TRAINING_MATERIAL = frozenset({"judge_training_examples", "judge_focus_answers"})
+#: ``rl``/``test``), which answers a judge should learn to read alone first (a
+#: vocabulary, not an annotation), and the unlabelled-split scenes a judge is adapted on
+#: to read its captioner's narratives.
+TRAINING_MATERIAL = frozenset({"judge_training_examples", "judge_focus_answers", "judge_adaptation_scenes"})
 
 
 class OracleBenchmarkView:
@@ -139,7 +140,8 @@ class OracleBenchmarkView:
 
     Any oracle may decode frames (to caption clips, or count them), read the
     benchmark's ``name`` and ``has_ground_truth``, and train on its
-    ``judge_training_examples()`` (with ``judge_focus_answers``) when it has them. The
+    ``judge_training_examples()`` (with ``judge_focus_answers`` and
+    ``judge_adaptation_scenes``) when it has them. The
     rest -- ``item_score``, ``narrative``, ``prompts``, annotations -- is ground truth, and
     opens only when the built oracle declares ``needs_reference`` (:func:`build_oracle` calls :meth:`grant`);
     before that, reading it is a loud :class:`~rlaif.core.errors.OracleError`, not a quiet
@@ -170,12 +172,13 @@ class OracleBenchmarkView:
 
 
 def build_oracle(registry: Registry, config: RunConfig, benchmark: Any, *, policy: Any = None,
-                 store: Any = None) -> Any:
+                 store: Any = None, progress: bool = False) -> Any:
     """The configured oracle, wired to an :class:`OracleBenchmarkView` of ``benchmark``
     that opens its ground truth only if the oracle declares ``needs_reference``."""
     choice = config.choice("oracle")
     view = OracleBenchmarkView(benchmark)
-    oracle = registry.build("oracle", choice.name, choice.options, benchmark=view, policy=policy, store=store)
+    oracle = registry.build("oracle", choice.name, choice.options, benchmark=view, policy=policy, store=store,
+                            progress=progress)
     if getattr(oracle, "needs_reference", False):
         view.grant()
     return oracle
@@ -202,8 +205,9 @@ def seed_everything(seed: int) -> None:
 
 
 def build_components(config: RunConfig, registry: Registry, *, store: Any = None,
-                     policy_path: str | None = None) -> Components:
-    """Build benchmark, policy, oracle and loss from the registry, wiring them together."""
+                     policy_path: str | None = None, progress: bool = False) -> Components:
+    """Build benchmark, policy, oracle and loss from the registry, wiring them together
+    (``progress``: bars while an oracle trains what it needs on first use)."""
     choice = config.choice
     benchmark = registry.build("benchmark", choice("benchmark").name, choice("benchmark").options)
     policy_options = dict(choice("policy").options)
@@ -211,7 +215,7 @@ def build_components(config: RunConfig, registry: Registry, *, store: Any = None
         policy_options["path"] = policy_path
     policy = registry.build("policy", choice("policy").name, policy_options, benchmark=benchmark,
                             seed=config.run.seed)
-    oracle = build_oracle(registry, config, benchmark, policy=policy, store=store)
+    oracle = build_oracle(registry, config, benchmark, policy=policy, store=store, progress=progress)
     check_oracle_scores_split(oracle, benchmark)
     loss = registry.build("loss", choice("loss").name, choice("loss").options)
     return Components(benchmark, policy, oracle, loss)
@@ -867,7 +871,7 @@ def run_rl(run_dir: str | Path, config: RunConfig, registry: Registry, *, resume
     accelerator.wait_for_everyone()
     if not main:
         policy_path = default_policy_path(config, benchmark_probe, progress=False, registry=registry)
-    comp = build_components(config, registry, store=store, policy_path=policy_path)
+    comp = build_components(config, registry, store=store, policy_path=policy_path, progress=progress and main)
     init_value_head(comp)  # before the optimizer, which must see the head's parameters
     if hasattr(comp.policy, "to"):
         comp.policy.to(accelerator.device)

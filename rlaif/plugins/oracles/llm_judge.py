@@ -556,6 +556,7 @@ def build_llm_judge(
     pointwise: bool | None = None,
     score_levels: int | None = None,
     calibrate: bool = False,
+    adapt: bool = True,
     permutations: int = 1,
     context: str = "narrative",
     n_clips: int = 3,
@@ -572,6 +573,7 @@ def build_llm_judge(
     policy: Any = None,
     benchmark: Any = None,
     store: Any = None,
+    progress: bool = False,
 ) -> LLMJudgeOracle:
     """Build the ``llm-judge`` oracle.
 
@@ -594,6 +596,11 @@ def build_llm_judge(
     :param calibrate: world judge only: weigh the answer's probability with the
         narrative against its probability without (see ``WorldJudgeBackend``); off by
         default (measured: lower tau, and RL collapses onto answers unlikely a priori).
+    :param adapt: world judge reading generated narratives only: first fine-tune it on
+        the run's captioner's ``n_clips``-clip narratives of fresh scenes (cached per
+        captioner and cut; see ``cached_adapted_judge``). Trained on gold narratives
+        alone it believes every caption; adapted, it learns how far to trust them
+        (README). Off: the gold-trained judge as is.
     :param permutations: listwise candidate orders to judge and aggregate (Borda).
     :param context: ``narrative``, ``none`` or ``gold`` (upper-bound diagnostic).
     :param n_clips: clips per narrative (VLM-RLAIF: 3).
@@ -608,7 +615,9 @@ def build_llm_judge(
     :param seed: seeds the permutations.
     :param cache: cache endpoint replies (in the run store, else in the cache dir).
     :param device: where a local judge model runs (``cpu``, ``cuda``, ``cuda:1``...).
+    :param progress: (wiring) progress bars while the world judge trains on first use.
     """
+    captioner: Any = None  # default: the wired policy as its SFT self (LLMJudgeOracle)
     if judge_url is not None or judge == "openai":
         if not judge_url:
             raise ConfigError("llm-judge judge='openai' needs judge_url (e.g. http://127.0.0.1:8000/v1)")
@@ -622,13 +631,22 @@ def build_llm_judge(
                                          step_timeout=step_timeout, retries=retries, concurrency=concurrency,
                                          cache=request_cache)
     elif judge == "world":
-        from rlaif.plugins.oracles.world_judge import WorldJudgeBackend, cached_world_judge
+        from rlaif.plugins.oracles.world_judge import (
+            WorldJudgeBackend,
+            cached_adapted_judge,
+            cached_world_judge,
+        )
 
         if not callable(getattr(benchmark, "judge_training_examples", None)):
             raise OracleError(f"llm-judge judge='world' is trained on the benchmark's judge_training_examples() and "
                               f"benchmark {getattr(benchmark, 'name', benchmark)!r} has none; pass judge='smollm2', "
                               "'self', 'openai' or a model directory")
-        backend = WorldJudgeBackend(cached_world_judge(benchmark, seed=0), device=device, calibrate=calibrate)
+        path = cached_world_judge(benchmark, seed=0, progress=progress)
+        if adapt and context == "narrative" and policy is not None and callable(
+                getattr(benchmark, "judge_adaptation_scenes", None)):
+            captioner = PolicyCaptioner(policy)
+            path = cached_adapted_judge(benchmark, captioner, base=path, cuts=(n_clips,), progress=progress)
+        backend = WorldJudgeBackend(path, device=device, calibrate=calibrate)
         pointwise = True if pointwise is None else pointwise
     elif judge == "smollm2":
         backend = LocalHFBackend.smollm2(device=device)
@@ -641,4 +659,5 @@ def build_llm_judge(
     return LLMJudgeOracle(backend, mode=mode, pairwise=pairwise, pointwise=bool(pointwise), score_levels=score_levels,
                           permutations=permutations, context=context,
                           n_clips=n_clips, template=template, on_failure=on_failure, seed=seed,
-                          max_new_tokens=max_new_tokens, benchmark=benchmark, policy=policy, store=store)
+                          max_new_tokens=max_new_tokens, benchmark=benchmark, policy=policy, store=store,
+                          captioner=captioner)

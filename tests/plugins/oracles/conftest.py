@@ -207,3 +207,26 @@ def judge_server(tiny_lm_dir: Path) -> Iterator[JudgeServer]:
 def group_of() -> Any:
     """``group_of(b, answers, question=..., video=..., context=...)`` -> a real Group."""
     return make_group
+
+
+@pytest.fixture
+def small_video_policy(world: Any, tmp_path: Path) -> Any:
+    """A real, small tiny-video-lm: world tokenizer, a 2-layer LM briefly pre-trained on
+    the world's text, a random frozen encoder, a fresh LoRA."""
+    from rlaif.plugins.encoders.tiny_conv import TinyConvEncoder
+    from rlaif.plugins.policies.tiny_lm import (
+        load_tiny_lm,
+        pretrain_tiny_lm,
+        tiny_lm_config,
+        train_world_tokenizer,
+    )
+    from rlaif.plugins.policies.tiny_video_lm import TinyVideoLM, world_texts
+
+    directory = tmp_path
+    torch.manual_seed(0)
+    texts = world_texts(world)
+    tokenizer = train_world_tokenizer(texts, directory / "tokenizer.json", vocab_size=384)
+    config = tiny_lm_config(len(tokenizer), hidden_size=32, layers=1, heads=2, intermediate_size=64)
+    pretrain_tiny_lm(texts, tokenizer, directory / "lm", steps=10, seq_len=32, config=config)
+    return TinyVideoLM(TinyConvEncoder(feature_dim=16, width=4, n_frames=4), load_tiny_lm(directory / "lm"),
+                       tokenizer, frames=world.frames, n_frames=4, lora_r=4, lora_alpha=4)

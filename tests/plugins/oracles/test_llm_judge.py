@@ -450,32 +450,11 @@ def test_api_key_never_leaks(judge_server: Any, group_of: Any, tmp_path: Path,
 
 
 # ----------------------------------------------------------------------------- native self-judging
-def small_video_policy(world: Any, directory: Path) -> Any:
-    """A real, small tiny-video-lm: world tokenizer, a 2-layer LM briefly pre-trained on
-    the world's text, a random frozen encoder, a fresh LoRA."""
-    from rlaif.plugins.encoders.tiny_conv import TinyConvEncoder
-    from rlaif.plugins.policies.tiny_lm import (
-        load_tiny_lm,
-        pretrain_tiny_lm,
-        tiny_lm_config,
-        train_world_tokenizer,
-    )
-    from rlaif.plugins.policies.tiny_video_lm import TinyVideoLM, world_texts
-
-    torch.manual_seed(0)
-    texts = world_texts(world)
-    tokenizer = train_world_tokenizer(texts, directory / "tokenizer.json", vocab_size=384)
-    config = tiny_lm_config(len(tokenizer), hidden_size=32, layers=1, heads=2, intermediate_size=64)
-    pretrain_tiny_lm(texts, tokenizer, directory / "lm", steps=10, seq_len=32, config=config)
-    return TinyVideoLM(TinyConvEncoder(feature_dim=16, width=4, n_frames=4), load_tiny_lm(directory / "lm"),
-                       tokenizer, frames=world.frames, n_frames=4, lora_r=4, lora_alpha=4)
-
-
-def test_native_self_judging_asks_in_the_sft_format_with_the_video(world: Any, tmp_path: Path) -> None:
+def test_native_self_judging_asks_in_the_sft_format_with_the_video(world: Any, small_video_policy: Any) -> None:
     """judge='self' on a policy taught to judge: the judging item is the SFT format with
     the group's video, and the scores are the frozen policy's log-probs of each label
     starting its reply; generate mode reads the reply with the ranking parser."""
-    policy = small_video_policy(world, tmp_path)
+    policy = small_video_policy
     oracle = build_llm_judge(judge="self", mode="score", context="none", policy=policy, benchmark=world)
     assert oracle.native and oracle.scoring
     groups = world_groups(world, n=2)

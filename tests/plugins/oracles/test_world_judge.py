@@ -3,6 +3,7 @@ read, and run pointwise by ``llm-judge`` (one verdict per answer, P(correct) sco
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,15 @@ import pytest
 
 from rlaif.core.errors import OracleError
 from rlaif.plugins.oracles.llm_judge import LLMJudgeOracle, build_llm_judge
-from rlaif.plugins.oracles.world_judge import WorldJudgeBackend, cached_world_judge, train_world_judge
+from rlaif.plugins.oracles.world_judge import (
+    ADAPT_RECIPE,
+    WorldJudgeBackend,
+    adapt_world_judge,
+    cached_adapted_judge,
+    cached_world_judge,
+    captioned_examples,
+    train_world_judge,
+)
 
 
 @pytest.fixture(scope="module")
@@ -128,3 +137,98 @@ def test_score_levels_put_verdicts_on_a_fixed_scale(judge_dir: Path, group_of: A
     assert levelled == [round(p * 5) / 5 for p in exact]
     with pytest.raises(ConfigError, match="score_levels"):
         LLMJudgeOracle(WorldJudgeBackend(judge_dir), score_levels=6)
+
+
+# ----------------------------------------------------------------------------- adaptation
+class Saying:
+    """A captioner that says the same of every clip: a real Captioner, one whose
+    narratives are known in advance."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.name = f"saying:{text}"
+
+    def caption(self, video: Any, frame_indices: Any) -> str:
+        return self.text
+
+
+def test_adaptation_scenes_are_fresh_videos_with_their_questions(world: Any) -> None:
+    scenes = world.judge_adaptation_scenes(4)
+    assert len(scenes) == 4
+    private = {p.video.video_id for split in ("rl", "test") for p in world.prompts(split)}
+    private_refs = {str(p.reference) for split in ("rl", "test") for p in world.prompts(split)}
+    for video, qa in scenes:
+        assert video.video_id.startswith("fresh-judge-") and video.video_id not in private
+        assert Path(video.path).exists() and len(world.frames(video)) == video.n_frames
+        assert qa and all(q and a for q, a in qa)
+    described = [a for _, qa in scenes for q, a in qa if q.startswith("Describe")]
+    assert not set(described) & private_refs  # no rl/test narrative among the answers
+    assert [q for _, qa in scenes for q, _ in qa] == [
+        q for n, q, _ in captioned_examples(scenes, Saying("x."), benchmark=world, n_clips=3)]
+
+
+def test_captioned_examples_read_the_captioners_narratives(world: Any) -> None:
+    scenes = world.judge_adaptation_scenes(3)
+    examples = captioned_examples(scenes, Saying("a red circle sits still."), benchmark=world, n_clips=3)
+    assert {n for n, _, _ in examples} == {" ".join(["a red circle sits still."] * 3)}  # 3 clips, joined
+    assert [(q, a) for _, q, a in examples] == [pair for _, qa in scenes for pair in qa]
+    one = captioned_examples(scenes, Saying("x."), benchmark=world, n_clips=1)
+    assert {n for n, _, _ in one} == {"x."}
+
+
+def test_adapting_fine_tunes_the_judge_on_captioned_scenes(world: Any, judge_dir: Path,
+                                                          examples: list[tuple[str, str, str]], tmp_path: Path) -> None:
+    read = captioned_examples(world.judge_adaptation_scenes(6), Saying("the scene is empty."), benchmark=world,
+                              n_clips=3)
+    metrics = adapt_world_judge(judge_dir, read, examples, tmp_path / "adapted", steps=20, batch_size=8, lr=2e-3)
+    assert metrics["recipe"] == ADAPT_RECIPE and metrics["examples"] == len(read)
+    assert metrics["answer_loss_last"] < metrics["answer_loss_first"]  # it learns something
+    assert metrics["heldout_answer_loss_before"] > 0 and metrics["heldout_answer_loss"] > 0
+    backend = WorldJudgeBackend(tmp_path / "adapted")
+    prompt = world.prompts("rl")[0]
+    assert 0.0 < backend.verdicts([backend.judge_prompt(prompt, ["red"], "the scene is empty.")])[0] < 1.0
+    with pytest.raises(OracleError, match="captioned examples"):
+        adapt_world_judge(judge_dir, [], examples, tmp_path / "none")
+
+
+def test_adapted_judge_is_cached_per_captioner(world: Any, judge_dir: Path, tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    from rlaif.plugins.oracles import world_judge
+
+    monkeypatch.setenv("RLAIF_CACHE", str(tmp_path))
+    calls: list[int] = []
+    real = world_judge.adapt_world_judge
+
+    def small(base: Any, read: Any, original: Any, out: Any, **kw: Any) -> Any:
+        calls.append(len(read))
+        return real(base, read, original, out, **{**kw, "steps": 2, "batch_size": 4})
+
+    monkeypatch.setattr(world_judge, "adapt_world_judge", small)
+    first = cached_adapted_judge(world, Saying("a."), base=judge_dir, n_scenes=3)
+    assert first.name.startswith("adapted-") and (first / "judge.json").exists()
+    assert cached_adapted_judge(world, Saying("a."), base=judge_dir, n_scenes=3) == first and len(calls) == 1
+    assert cached_adapted_judge(world, Saying("b."), base=judge_dir, n_scenes=3) != first and len(calls) == 2
+    assert cached_adapted_judge(world, Saying("a."), base=judge_dir, n_scenes=3, cuts=(1, 3)) != first
+    assert len(calls) == 3 and calls[2] == 2 * calls[0]  # each scene told in 1 clip and in 3
+
+
+def test_world_judge_reading_generated_narratives_is_adapted_to_the_policy(
+        world: Any, small_video_policy: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from rlaif.plugins.oracles import world_judge
+    from rlaif.plugins.oracles.narrative import PolicyCaptioner
+
+    monkeypatch.setenv("RLAIF_CACHE", str(tmp_path))
+    train, adapt = world_judge.train_world_judge, world_judge.adapt_world_judge
+    monkeypatch.setattr(world_judge, "train_world_judge",
+                        lambda examples, out, **kw: train(examples, out, **{**kw, "steps": 2, "batch_size": 4}))
+    monkeypatch.setattr(world_judge, "adapt_world_judge",
+                        lambda b, r, o, out, **kw: adapt(b, r, o, out, **{**kw, "steps": 2, "batch_size": 4}))
+    reading = build_llm_judge(judge="world", policy=small_video_policy, benchmark=world)
+    blind = build_llm_judge(judge="world", context="none", policy=small_video_policy, benchmark=world)
+    plain = build_llm_judge(judge="world", adapt=False, policy=small_video_policy, benchmark=world)
+    base = cached_world_judge(world)
+    assert blind.backend.path == plain.backend.path == base
+    assert reading.backend.path.name.startswith("adapted-") and reading.backend.path.parent == base.parent
+    assert isinstance(reading.captioner, PolicyCaptioner) and reading.captioner.policy is small_video_policy
+    made = json.loads((reading.backend.path / "judge.json").read_text())
+    assert made["recipe"] == ADAPT_RECIPE and made["base"] == str(base)

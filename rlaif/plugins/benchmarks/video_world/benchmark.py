@@ -333,6 +333,30 @@ class VideoWorld:
                     out.append((cuts[(k + j) % 2], qa.question, qa.answer))
         return out
 
+    def judge_adaptation_scenes(self, n: int) -> list[tuple[VideoRef, list[tuple[str, str]]]]:
+        """``(video, [(question, answer), ...])`` for ``n`` of the judge's fresh scenes
+        (the first ``n`` that :meth:`judge_training_examples` reads, in no split): what a
+        judge is adapted on when it will read a captioner's narratives instead of gold
+        ones (:func:`rlaif.plugins.oracles.world_judge.cached_adapted_judge`). As there,
+        a third of the scenes keep their describe question. The mp4 files are written
+        once under ``fresh-judge/``."""
+        out = []
+        for k, scene in enumerate(self.fresh_scenes(n, "judge")):
+            qa = [(q.question, q.answer) for q in scene.qa if q.qtype != "describe" or k % 3 == 0]
+            out.append((self._fresh_ref(scene.video, "fresh-judge"), qa))
+        return out
+
+    def _fresh_ref(self, video: Any, folder_name: str) -> VideoRef:
+        """A fresh scene's video as a :class:`VideoRef`: its mp4 written under
+        ``folder_name`` on first use, and re-rendered from its plan if it goes missing."""
+        folder = self.root / folder_name
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{video.video_id}.mp4"
+        if not path.exists():
+            self._write_mp4(video.render(), path)
+        self._fresh_videos[str(path)] = video.render
+        return VideoRef(video.video_id, str(path), n_frames=video.n_frames, fps=self.fps)
+
     def alignment_examples(self, n_videos: int = 1000, questions: bool = True) -> list[Prompt]:
         """Grounding examples on fresh videos (in no split): LLaVA-style feature-
         alignment data for a policy's first SFT stage. Each video is cut as a narrative
@@ -342,16 +366,10 @@ class VideoWorld:
         splits): captions alone name what is there, questions teach which object a word
         refers to, which a small LM did not learn from the ``sft`` split's few hundred
         items per type. The mp4 files are written once under ``fresh-align/``."""
-        folder = self.root / "fresh-align"
-        folder.mkdir(parents=True, exist_ok=True)
         out: list[Prompt] = []
         for scene in self.fresh_scenes(n_videos, "align"):
             video = scene.video
-            path = folder / f"{video.video_id}.mp4"
-            if not path.exists():
-                self._write_mp4(video.render(), path)
-            self._fresh_videos[str(path)] = video.render
-            ref = VideoRef(video.video_id, str(path), n_frames=video.n_frames, fps=self.fps)
+            ref = self._fresh_ref(video, "fresh-align")
             for n_clips in (1, 3):
                 clips = narrative_clips(video.n_frames, n_clips)
                 for k, (clip, caption) in enumerate(zip(clips, scene.clip_captions(n_clips), strict=True)):
