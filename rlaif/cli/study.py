@@ -98,19 +98,22 @@ def print_report(report: StudyReport) -> None:
     seeds = len(study.seeds)
     caption = (f"Δ vs SFT: {first} gain over each cell's step-0 evaluation. vs {study.baseline}: mean per-item "
                f"difference in {study.paired_metric}, items paired within each seed, seeds pooled, 95% bootstrap "
-               "interval.")
+               "interval; per seed: the same within each seed.")
     if study.mode == "replay":
         caption += " Replay arms' oracle calls and judge time are their source run's."
     table = Table(title=f"study {study.name}: {study.mode}, {seeds} seed{'s' if seeds > 1 else ''}, "
                         "mean ± std over seeds", caption=caption)
     table.add_column("arm", no_wrap=True)
-    for name in (*study.metrics, "Δ vs SFT", f"vs {study.baseline} [95%]", "oracle calls", "judge s", "wall s"):
+    for name in (*study.metrics, "Δ vs SFT", f"vs {study.baseline} [95%]", "per seed", "oracle calls", "judge s",
+                 "wall s"):
         table.add_column(name, justify="right", overflow="fold")
     for arm in report.arms:
         paired = arm.paired[0] if arm.paired else None
         versus = "-" if paired is None else f"{paired.diff:+.3f}\n[{paired.lo:+.3f}, {paired.hi:+.3f}]"
+        per_seed = "\n".join(f"s{seed} {d.diff:+.3f} [{d.lo:+.3f}, {d.hi:+.3f}]"
+                              for seed, d in sorted(arm.paired_per_seed.items())) or "-"
         table.add_row(arm.arm, *(_mean_std(arm.values(m)) for m in study.metrics),
-                      _mean_std(arm.gains(first), signed=True), versus,
+                      _mean_std(arm.gains(first), signed=True), versus, per_seed,
                       _mean_std(arm.cost("oracle_calls"), 0), _mean_std(arm.cost("judge_s"), 1),
                       _mean_std(arm.cost("wall_s"), 0))
     console.print(table)

@@ -35,6 +35,14 @@ def test_a_ground_truth_run_agrees_with_itself(tmp_path: Path, monkeypatch: pyte
     assert script.main([str(run_dir), "--json", str(tmp_path / "t.json")]) == 0
     assert json.loads((tmp_path / "t.json").read_text()) == table
     assert "| all |" in capsys.readouterr().out
+
+    # the truth's scores are calibrated: a score of 0 is never right, one of 1 always is
+    bins = script.score_calibration(run_dir)
+    assert len(bins) == 10 and sum(b["candidates"] for b in bins) >= 2 * table["all"]["groups"]
+    assert bins[0]["candidates"] and bins[0]["right"] == 0.0
+    assert bins[-1]["candidates"] and bins[-1]["right"] == 1.0
+    assert script.main([str(run_dir), "--calibration"]) == 0
+    assert "| share right | 0.00 |" in capsys.readouterr().out
     assert script.main([str(run_dir), "--oracle", "llm-judge"]) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "llm-judge" in err and len(err.splitlines()) == 1

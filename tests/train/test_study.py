@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -345,8 +346,9 @@ def finished(tiny: dict[str, Path]) -> tuple[Path, Path, Any]:
 def test_a_two_arm_study_runs_and_prints_the_table(finished: tuple[Path, Path, Any]) -> None:
     path, out, result = finished
     assert result.exit_code == 0, result.output
-    for text in ("grpo-rank", "grpo", "vs grpo-rank", "acc/all", "oracle calls", "grpo-rank-s0: running"):
+    for text in ("grpo-rank", "grpo", "vs grpo-rank", "acc/all", "per seed", "oracle calls", "grpo-rank-s0: running"):
         assert text in result.output, text
+    assert re.search(r"s0 [+-]\d\.\d{3} \[[+-]\d\.\d{3}, [+-]\d\.\d{3}\]", result.output)  # grpo's seed 0, paired
     for name in ("results.csv", "results.json", "bars.png", "curves.png", "curves-wall.png", "study.json"):
         assert (out / name).exists(), name
     for cell in ("grpo-rank-s0", "grpo-s0"):

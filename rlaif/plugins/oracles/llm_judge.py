@@ -203,7 +203,7 @@ class LLMJudgeOracle:
     needs_reference = False
 
     def __init__(self, backend: Any, *, mode: str = "score", pairwise: bool = False, pointwise: bool = False,
-                 score_levels: int | None = None, permutations: int = 1,
+                 score_levels: int | None = None, min_margin: float | None = None, permutations: int = 1,
                  context: str = "narrative", n_clips: int = 3, template: str | None = None, on_failure: str = "skip",
                  seed: int = 0, max_new_tokens: int = 64, benchmark: Any = None, policy: Any = None,
                  store: Any = None, captioner: Any = None) -> None:
@@ -220,6 +220,9 @@ class LLMJudgeOracle:
         if score_levels is not None and (not pointwise or int(score_levels) < 2):
             raise ConfigError("llm-judge score_levels needs pointwise judging and at least 2 levels")
         self.score_levels = None if score_levels is None else int(score_levels)
+        if min_margin is not None and (not pointwise or not 0.0 < float(min_margin) < 1.0):
+            raise ConfigError("llm-judge min_margin needs pointwise judging and a value between 0 and 1")
+        self.min_margin = None if min_margin is None else float(min_margin)
         self.permutations = int(permutations)
         self.context = context
         self.n_clips = int(n_clips)
@@ -490,6 +493,11 @@ class LLMJudgeOracle:
                 top = self.score_levels - 1
                 p_yes = round(p_yes * top) / top
             scores[job.shown[0]] = round(p_yes, 6)
+        if self.min_margin is not None and not confident(scores, self.min_margin):
+            mean = round(sum(scores) / len(scores), 6)
+            return Ranking.from_scores(group.prompt.prompt_id, self.name, [mean] * len(scores),
+                                       rationale=f"abstained: no answer ahead by {self.min_margin}",
+                                       raw="\n".join(raws)[:MAX_RAW_CHARS])
         return Ranking.from_scores(group.prompt.prompt_id, self.name, scores, rationale="P(correct) per answer",
                                    raw="\n".join(raws)[:MAX_RAW_CHARS])
 
@@ -515,6 +523,14 @@ class LLMJudgeOracle:
         if parsed.ties:
             return 0.5
         return 1.0 if parsed.order[0] == 0 else 0.0
+
+
+def confident(scores: Sequence[float], margin: float) -> bool:
+    """Whether the best score leads the best lower one by at least ``margin`` (all equal:
+    nothing to lead)."""
+    top = max(scores)
+    rest = [s for s in scores if s < top]
+    return bool(rest) and top - max(rest) >= margin
 
 
 def _first_of_two(reply: JudgeReply) -> float | None:
@@ -555,6 +571,7 @@ def build_llm_judge(
     pairwise: bool = False,
     pointwise: bool | None = None,
     score_levels: int | None = None,
+    min_margin: float | None = None,
     calibrate: bool = False,
     adapt: bool = True,
     permutations: int = 1,
@@ -593,6 +610,11 @@ def build_llm_judge(
         levels, as a judge scoring on Video-ChatGPT's 0-5 scale does (6): answers the
         judge clearly rejects tie, as the ground truth ties wrong answers. Off by default:
         on the world judge it lowered Kendall tau with generated narratives (README).
+    :param min_margin: pointwise only: rank a group only when its best answer's
+        P(correct) leads every other answer's by at least this much; otherwise tie all
+        (the judge abstains, so a rank loss leaves the group out). A judge that cannot
+        tell answers apart still orders them by its priors, and RL turns those priors
+        into the policy's answers; an abstaining judge gives no signal instead.
     :param calibrate: world judge only: weigh the answer's probability with the
         narrative against its probability without (see ``WorldJudgeBackend``); off by
         default (measured: lower tau, and RL collapses onto answers unlikely a priori).
@@ -657,6 +679,7 @@ def build_llm_judge(
     else:
         backend = LocalHFBackend(judge, device=device)
     return LLMJudgeOracle(backend, mode=mode, pairwise=pairwise, pointwise=bool(pointwise), score_levels=score_levels,
+                          min_margin=min_margin,
                           permutations=permutations, context=context,
                           n_clips=n_clips, template=template, on_failure=on_failure, seed=seed,
                           max_new_tokens=max_new_tokens, benchmark=benchmark, policy=policy, store=store,

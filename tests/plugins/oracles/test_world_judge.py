@@ -139,6 +139,33 @@ def test_score_levels_put_verdicts_on_a_fixed_scale(judge_dir: Path, group_of: A
         LLMJudgeOracle(WorldJudgeBackend(judge_dir), score_levels=6)
 
 
+def test_min_margin_abstains_unless_one_answer_clearly_leads(judge_dir: Path, group_of: Any) -> None:
+    from rlaif.core.errors import ConfigError
+    from rlaif.plugins.oracles.llm_judge import confident
+
+    answers = ["red", "blue", "two", "red"]
+    fine = LLMJudgeOracle(WorldJudgeBackend(judge_dir), pointwise=True, context="none").rank([group_of(0, answers)])[0]
+    assert fine.scores is not None
+    top = max(fine.scores)
+    lead = top - max(s for s in fine.scores if s < top)
+    assert 0.0 < lead < 0.99
+
+    def ranked(margin: float) -> Any:
+        oracle = LLMJudgeOracle(WorldJudgeBackend(judge_dir), pointwise=True, min_margin=margin, context="none")
+        return oracle.rank([group_of(0, answers)])[0]
+
+    sure = ranked(lead / 2)
+    assert sure.scores == fine.scores and sure.order == fine.order  # a clear lead: ranked as before
+    unsure = ranked(lead + 0.005)
+    assert unsure.ok and unsure.failure is None  # an abstention, not a failure
+    assert len(set(unsure.scores or [])) == 1 and sorted(unsure.tie_groups()[0]) == [0, 1, 2, 3]
+    assert unsure.scores[0] == pytest.approx(sum(fine.scores) / 4, abs=1e-5)  # the mean: scalar losses see no spread
+    assert confident([0.9, 0.5, 0.9], 0.4) and not confident([0.9, 0.6, 0.9], 0.4) and not confident([0.5, 0.5], 0.1)
+    with pytest.raises(ConfigError, match="min_margin"):
+        LLMJudgeOracle(WorldJudgeBackend(judge_dir), min_margin=0.2)
+    with pytest.raises(ConfigError, match="min_margin"):
+        LLMJudgeOracle(WorldJudgeBackend(judge_dir), pointwise=True, min_margin=1.5)
+
 # ----------------------------------------------------------------------------- adaptation
 class Saying:
     """A captioner that says the same of every clip: a real Captioner, one whose
