@@ -36,13 +36,18 @@ def test_a_ground_truth_run_agrees_with_itself(tmp_path: Path, monkeypatch: pyte
     assert json.loads((tmp_path / "t.json").read_text()) == table
     assert "| all |" in capsys.readouterr().out
 
-    # the truth's scores are calibrated: a score of 0 is never right, one of 1 always is
+    # the truth ranks by its own scores: a candidate is right exactly when it has its group's best score
     bins = script.score_calibration(run_dir)
-    assert len(bins) == 10 and sum(b["candidates"] for b in bins) >= 2 * table["all"]["groups"]
-    assert bins[0]["candidates"] and bins[0]["right"] == 0.0
-    assert bins[-1]["candidates"] and bins[-1]["right"] == 1.0
+    expected = [[0, 0] for _ in range(10)]
+    for ranking, _, _ in script.judged_groups(run_dir):
+        for score in ranking.scores:
+            expected[min(9, int(score * 10))][0] += 1
+            expected[min(9, int(score * 10))][1] += score == max(ranking.scores)
+    assert sum(n for n, _ in expected) >= 2 * table["all"]["groups"]
+    assert [b["candidates"] for b in bins] == [n for n, _ in expected]
+    assert [b["right"] for b in bins if b["candidates"]] == [k / n for n, k in expected if n]
     assert script.main([str(run_dir), "--calibration"]) == 0
-    assert "| share right | 0.00 |" in capsys.readouterr().out
+    assert "| share right |" in capsys.readouterr().out
     assert script.main([str(run_dir), "--oracle", "llm-judge"]) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "llm-judge" in err and len(err.splitlines()) == 1

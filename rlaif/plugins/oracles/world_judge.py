@@ -61,6 +61,16 @@ def training_documents(examples: Sequence[tuple[str, str, str]]) -> list[tuple[s
     return [(judge_prompt_text(q, n), " " + " ".join(a.split())) for n, q, a in examples]
 
 
+def held_out_documents(examples: Sequence[tuple[str, str, str]], rng: random.Random
+                       ) -> tuple[list[tuple[str, str]], list[tuple[str, str]], list[tuple[str, str]]]:
+    """``(all, train, held out)`` documents of ``examples``, shuffled by ``rng``: 5% (at
+    least one) held out to measure the answer loss on."""
+    docs = training_documents(examples)
+    rng.shuffle(docs)
+    held = max(1, len(docs) // 20)
+    return docs, docs[held:] or docs, docs[:held]
+
+
 def examples_digest(examples: Sequence[tuple[str, str, str]]) -> str:
     h = hashlib.sha256()
     for n, q, a in examples:
@@ -95,10 +105,7 @@ def train_world_judge(examples: Sequence[tuple[str, str, str]], out_dir: str | P
     started = time.perf_counter()
     torch.manual_seed(seed)
     rng = random.Random(f"world-judge:{seed}")
-    docs = training_documents(examples)
-    rng.shuffle(docs)
-    held = max(1, len(docs) // 20)
-    train, dev = docs[held:], docs[:held]
+    docs, train, dev = held_out_documents(examples, rng)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     train_world_tokenizer([p + a for p, a in docs], out_dir / "tokenizer.json", vocab_size=512)
@@ -280,10 +287,7 @@ def adapt_world_judge(base_dir: str | Path, read: Sequence[tuple[str, str, str]]
     started = time.perf_counter()
     torch.manual_seed(seed)
     rng = random.Random(f"world-judge-adapt:{seed}")
-    docs = training_documents(read)
-    rng.shuffle(docs)
-    held = max(1, len(docs) // 20)
-    train, dev = docs[held:] or docs, docs[:held]
+    docs, train, dev = held_out_documents(read, rng)
     own = training_documents(original)
     model = load_tiny_lm(Path(base_dir))
     tokenizer = load_world_tokenizer(Path(base_dir) / "tokenizer.json")
