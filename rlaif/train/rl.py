@@ -130,8 +130,8 @@ def visible_prompt(prompt: Prompt, oracle: Any) -> Prompt:
 #: What every oracle may read from the benchmark besides frames: the labelled material a
 #: judge may be *trained* on (the ``sft`` split and scenes in no split, never
 #: ``rl``/``test``), which answers a judge should learn to read alone first (a
-#: vocabulary, not an annotation), and the unlabelled-split scenes a judge is adapted on
-#: to read its captioner's narratives.
+#: vocabulary, not an annotation), and the fresh scenes (in no split) a judge is adapted
+#: on to read its captioner's narratives.
 TRAINING_MATERIAL = frozenset({"judge_training_examples", "judge_focus_answers", "judge_adaptation_scenes"})
 
 
