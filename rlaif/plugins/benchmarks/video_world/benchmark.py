@@ -43,6 +43,7 @@ from rlaif.plugins.benchmarks.video_world.vocab import DESCRIBE_QUESTION, DIRECT
 from rlaif.plugins.benchmarks.video_world.world import (
     GENERATOR_VERSION,
     Event,
+    QAItem,
     WorldObject,
     WorldVideo,
     caption_clips,
@@ -65,6 +66,13 @@ _HASHED: dict[str, tuple[int, int]] = {}
 def _file_stamp(path: Path) -> dict[str, Any]:
     """What the index records of an mp4 to tell a damaged one: its size and sha256."""
     return {"bytes": path.stat().st_size, "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+
+
+def judge_reads(qa: QAItem, scene_index: int) -> bool:
+    """Whether a judge trains on fresh scene ``scene_index``'s question ``qa``: every
+    short question, and the describe question of a third of the scenes (long answers are
+    costly to train on, and rarer in RL batches)."""
+    return qa.qtype != "describe" or scene_index % 3 == 0
 
 
 class VideoWorld:
@@ -322,14 +330,13 @@ class VideoWorld:
     def judge_training_examples(self, n_fresh: int = 3000) -> list[tuple[str, str, str]]:
         """``(narrative, question, answer)`` examples a judge may learn from: the labelled
         ``sft`` split with its gold narratives, and ``n_fresh`` fresh scenes with their 1-
-        and 3-clip narratives (a judge must read both cuts). Never ``rl`` or ``test``.
-        A third of the fresh scenes keep their describe question (long answers are
-        costly to train on, and rarer in RL batches)."""
+        and 3-clip narratives (a judge must read both cuts), their questions as
+        :func:`judge_reads` keeps them. Never ``rl`` or ``test``."""
         out = [(str(p.meta["gold_narrative"]), p.question, str(p.reference)) for p in self.prompts("sft")]
         for k, scene in enumerate(self.fresh_scenes(n_fresh, "judge")):
             cuts = [scene.narrative(1), scene.narrative(3)]
             for j, qa in enumerate(scene.qa):
-                if qa.qtype != "describe" or k % 3 == 0:
+                if judge_reads(qa, k):
                     out.append((cuts[(k + j) % 2], qa.question, qa.answer))
         return out
 
@@ -337,12 +344,12 @@ class VideoWorld:
         """``(video, [(question, answer), ...])`` for ``n`` of the judge's fresh scenes
         (the first ``n`` that :meth:`judge_training_examples` reads, in no split): what a
         judge is adapted on when it will read a captioner's narratives instead of gold
-        ones (:func:`rlaif.plugins.oracles.world_judge.cached_adapted_judge`). As there,
-        a third of the scenes keep their describe question. The mp4 files are written
-        once under ``fresh-judge/``."""
+        ones (:func:`rlaif.plugins.oracles.world_judge.cached_adapted_judge`), the same
+        questions (:func:`judge_reads`). The mp4 files are written once under
+        ``fresh-judge/``."""
         out = []
         for k, scene in enumerate(self.fresh_scenes(n, "judge")):
-            qa = [(q.question, q.answer) for q in scene.qa if q.qtype != "describe" or k % 3 == 0]
+            qa = [(q.question, q.answer) for q in scene.qa if judge_reads(q, k)]
             out.append((self._fresh_ref(scene.video, "fresh-judge"), qa))
         return out
 
