@@ -32,6 +32,9 @@ def sft_command(
     lora_alpha: int = typer.Option(32, "--lora-alpha", help="Embedded recipe (a chosen policy: [policy] lora_alpha)."),
     epochs_per_stage: Optional[int] = typer.Option(None, "--epochs-per-stage", help="Embedded recipe; default: "
                                                    "the recipe's."),
+    align_questions: bool = typer.Option(True, "--align-questions/--no-align-questions", help="Embedded recipe: "
+                                         "ground on fresh videos' captions and short questions, or (--no-...) "
+                                         "their captions only, so QA supervision is the sft split's alone."),
     split: Optional[str] = typer.Option(None, "--split", help="Chosen policy: the split trained on (default sft)."),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Chosen policy: passes over the split (default 1)."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Chosen policy: examples per micro-batch "
@@ -68,6 +71,7 @@ def sft_command(
                "--lr": lr, "--schedule": schedule, "--warmup": warmup, "--mixed-precision": mixed_precision,
                "--max-steps": max_steps}
     embedded = {"--no-curriculum": not curriculum, "--epochs-per-stage": epochs_per_stage is not None,
+                "--no-align-questions": not align_questions,
                 "--lora-r/--lora-alpha": (lora_r, lora_alpha) != (32, 32)}
     # every refusal before the benchmark is built (the embedded world builds videos)
     given_generic = [k for k, v in generic.items() if v is not None]
@@ -80,7 +84,7 @@ def sft_command(
         raise UsageError(f"{', '.join(given_generic)}: options for a chosen policy's SFT; choose one with "
                          "--policy NAME_OR_DIR or --set policy.name=...")
     if not chosen_policy and out is None and any(embedded.values()):
-        raise UsageError("--no-curriculum, --epochs-per-stage and --lora-r/--lora-alpha change the recipe: "
+        raise UsageError(f"{', '.join(k for k, v in embedded.items() if v)}: changes the recipe; "
                          "pass --out DIR (the cache holds only the default recipe's SFT policy)")
     bench = registry.build("benchmark", choice.name, choice.options)
     if chosen_policy:
@@ -103,7 +107,7 @@ def sft_command(
         target = out or default_sft_dir(bench, seed=seed)
         extra: dict[str, Any] = {} if epochs_per_stage is None else {"epochs_per_stage": epochs_per_stage}
         metrics = run_sft(target, benchmark=bench, seed=seed, curriculum=curriculum, lora_r=lora_r,
-                          lora_alpha=lora_alpha, progress=not as_json, **extra)
+                          lora_alpha=lora_alpha, align_questions=align_questions, progress=not as_json, **extra)
     if as_json:
         print(json.dumps({"out": str(target), **metrics}, default=str))
     else:

@@ -169,17 +169,20 @@ def build_sft_items(benchmark: Any, *, seed: int = 0, split: str = "sft", judge_
     return items
 
 
-def alignment_items(benchmark: Any, n_videos: int) -> list[SFTItem]:
+def alignment_items(benchmark: Any, n_videos: int, *, questions: bool = True) -> list[SFTItem]:
     """Stage 0, grounding (LLaVA stage 1): the captions and short-answer questions of
     ``n_videos`` fresh videos from ``benchmark.alignment_examples`` (videos in no split),
     before the curriculum. Perception and reference ("the square" is *that* object) are
     learned from plentiful generated videos; the labelled split then teaches the task's
-    formats and the long answers. Empty when the benchmark offers none or ``n_videos`` is 0."""
+    formats and the long answers. ``questions=False``: captions only, so the only
+    question-answer supervision is the labelled split's (the scarce-QA setting, where RL
+    has the most to add). Empty when the benchmark offers none or ``n_videos`` is 0."""
     make = getattr(benchmark, "alignment_examples", None)
     if not n_videos or not callable(make):
         return []
+    examples = make(n_videos) if questions else make(n_videos, questions=False)
     items = [SFTItem(p, str(p.reference), "caption" if p.qtype == "caption" else "qa")
-             for p in make(n_videos) if p.reference]
+             for p in examples if p.reference]
     random.Random("align").shuffle(items)
     return items
 
@@ -273,6 +276,7 @@ def run_sft(
     frame_views: int = 1,
     align_videos: int = 2000,
     align_epochs: int = 2,
+    align_questions: bool = True,
     focus_skills: Sequence[FocusSkill] = FOCUS_SKILLS,
     focus_lr: float = 1e-3,
     max_steps: int | None = None,
@@ -284,6 +288,7 @@ def run_sft(
     ``policy`` overrides the starting policy (default: a fresh ``tiny-video-lm`` on the
     cached pre-trained base of ``benchmark``); ``max_steps`` caps the total optimizer
     steps (tests); ``align_videos`` fresh videos feed the alignment stage (0: none);
+    ``align_questions=False`` keeps only their captions (:func:`alignment_items`);
     each of ``focus_skills`` is first trained alone, in turn (:class:`FocusSkill`; ``()``: none)."""
     import torch
 
@@ -302,7 +307,7 @@ def run_sft(
     items = build_sft_items(benchmark, seed=seed, judge_fraction=judge_fraction)
     stages = curriculum_stages(items, lambda a: len(policy.answer_ids(a)), curriculum=curriculum, seed=seed,
                                replay=replay)
-    align = alignment_items(benchmark, align_videos)
+    align = alignment_items(benchmark, align_videos, questions=align_questions)
     if align:
         stages.insert(0, ("align", align))
     focus = [(f"focus-{skill.name}", focus_items(items + align, skill), skill.epochs) for skill in focus_skills]

@@ -10,13 +10,15 @@ from typer.testing import CliRunner
 from rlaif.cli.main import app
 
 
-@pytest.mark.parametrize("args", [["--no-curriculum"], ["--epochs-per-stage", "2"], ["--lora-r", "8"]])
+@pytest.mark.parametrize("args", [["--no-curriculum"], ["--epochs-per-stage", "2"], ["--lora-r", "8"],
+                                  ["--no-align-questions"]])
 def test_non_default_recipe_without_out_is_refused(args: list[str], tmp_path: Path,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RLAIF_CACHE", str(tmp_path / "cache"))
     result = CliRunner().invoke(app, ["sft", *args])
     assert result.exit_code == 2
     assert "pass --out DIR" in result.output and len(result.output.strip().splitlines()) == 1
+    assert args[0] in result.output  # names the option that changed the recipe
     assert not (tmp_path / "cache").exists()  # refused before building anything
 
 

@@ -26,6 +26,7 @@ from rlaif.train.sft import (
     FOCUS_SKILLS,
     FocusSkill,
     SFTItem,
+    alignment_items,
     build_sft_items,
     curriculum_stages,
     focus_items,
@@ -199,6 +200,24 @@ def test_focus_stages_train_each_skill_alone_in_turn(tokenizer_path: Path, tmp_p
     again = json.loads((tmp_path / "sft" / "stages" / "focus-again" / "stage.json").read_text())
     assert again["steps"] == -(-len(narrow) // 4)
     assert metrics["loss/focus-attr"] < metrics["loss_first/focus-attr"]
+
+
+def test_grounding_can_leave_out_the_fresh_questions(tmp_path: Path) -> None:
+    from rlaif.plugins.benchmarks.video_world import VideoWorld
+
+    world = VideoWorld(root=str(tmp_path / "world"), seed=0, n_sft=4, n_rl=2, n_test=2, min_frames=16,
+                       max_frames=20, progress=False)
+    both = alignment_items(world, 2)
+    captions = alignment_items(world, 2, questions=False)
+    assert {it.kind for it in both} == {"caption", "qa"}
+    assert {it.kind for it in captions} == {"caption"}  # the scarce-QA setting: QA only from the sft split
+    assert sorted(it.answer for it in captions) == sorted(it.answer for it in both if it.kind == "caption")
+
+    class OlderBenchmark:  # a third party's alignment_examples without the ``questions`` option
+        def alignment_examples(self, n_videos: int) -> list[Prompt]:
+            return world.alignment_examples(n_videos)
+
+    assert alignment_items(OlderBenchmark(), 2) == both
 
 
 def test_eval_subset_is_seeded_and_baselines_optional() -> None:
