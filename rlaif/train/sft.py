@@ -175,11 +175,19 @@ def alignment_items(benchmark: Any, n_videos: int, *, questions: bool = True) ->
     before the curriculum. Perception and reference ("the square" is *that* object) are
     learned from plentiful generated videos; the labelled split then teaches the task's
     formats and the long answers. ``questions=False``: captions only, so the only
-    question-answer supervision is the labelled split's (the scarce-QA setting, where RL
-    has the most to add). Empty when the benchmark offers none or ``n_videos`` is 0."""
+    question-answer supervision is the labelled split's (a policy with more headroom for
+    RL; measured in the README, RL did not gain more from it). Empty when the benchmark
+    offers none or ``n_videos`` is 0."""
+    from rlaif.core.errors import UsageError
+    from rlaif.core.registry import accepts_keyword
+
     make = getattr(benchmark, "alignment_examples", None)
     if not n_videos or not callable(make):
         return []
+    if not questions and not accepts_keyword(make, "questions"):
+        name = getattr(benchmark, "name", type(benchmark).__name__)
+        raise UsageError(f"benchmark {name!r}: its alignment_examples has no questions option to leave the "
+                         "fresh questions out; drop --no-align-questions")
     examples = make(n_videos) if questions else make(n_videos, questions=False)
     items = [SFTItem(p, str(p.reference), "caption" if p.qtype == "caption" else "qa")
              for p in examples if p.reference]

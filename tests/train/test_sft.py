@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from rlaif.core.errors import UsageError
 from rlaif.core.records import Prompt, VideoRef
 from rlaif.plugins.encoders.tiny_conv import TinyConvEncoder
 from rlaif.plugins.policies.tiny_lm import (
@@ -218,6 +219,8 @@ def test_grounding_can_leave_out_the_fresh_questions(tmp_path: Path) -> None:
             return world.alignment_examples(n_videos)
 
     assert alignment_items(OlderBenchmark(), 2) == both
+    with pytest.raises(UsageError, match="no questions option"):
+        alignment_items(OlderBenchmark(), 2, questions=False)
 
 
 def test_eval_subset_is_seeded_and_baselines_optional() -> None:
