@@ -99,8 +99,9 @@ def score_calibration(run_dir: Path, oracle: str | None = None, registry: Any = 
     counts, right = [0] * bins, [0] * bins
     for ranking, _, reference in judged_groups(run_dir, oracle, registry):
         scores = ranking.scores or []
-        if any(not 0.0 <= s <= 1.0 for s in scores):
-            raise UsageError(f"{run_dir}: the oracle's scores are not probabilities in [0, 1] (got {max(scores)})")
+        outside = [s for s in scores if not 0.0 <= s <= 1.0]
+        if outside:
+            raise UsageError(f"{run_dir}: the oracle's scores are not probabilities in [0, 1] (got {outside[0]})")
         best = set(top_block(reference))
         for i, s in enumerate(scores):
             k = min(bins - 1, int(s * bins))
