@@ -43,7 +43,7 @@ import random
 import re
 import string
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -203,8 +203,8 @@ class LLMJudgeOracle:
     needs_reference = False
 
     def __init__(self, backend: Any, *, mode: str = "score", pairwise: bool = False, pointwise: bool = False,
-                 score_levels: int | None = None, min_margin: float | None = None, permutations: int = 1,
-                 context: str = "narrative", n_clips: int = 3, template: str | None = None, on_failure: str = "skip",
+                 score_levels: int | None = None, min_margin: float | None = None, debias: bool = False,
+                 permutations: int = 1, context: str = "narrative", n_clips: int = 3, template: str | None = None, on_failure: str = "skip",
                  seed: int = 0, max_new_tokens: int = 64, benchmark: Any = None, policy: Any = None,
                  store: Any = None, captioner: Any = None) -> None:
         _check_options(mode, context, on_failure, permutations, n_clips, max_new_tokens)
@@ -223,6 +223,9 @@ class LLMJudgeOracle:
         if min_margin is not None and (not pointwise or not 0.0 < float(min_margin) < 1.0):
             raise ConfigError("llm-judge min_margin needs pointwise judging and a value between 0 and 1")
         self.min_margin = None if min_margin is None else float(min_margin)
+        if debias and not pointwise:
+            raise ConfigError("llm-judge debias needs pointwise judging (it corrects each answer's P(correct))")
+        self.debias = AnswerBias() if debias else None
         self.permutations = int(permutations)
         self.context = context
         self.n_clips = int(n_clips)
@@ -293,9 +296,15 @@ class LLMJudgeOracle:
         for job, reply in zip(jobs, replies, strict=True):
             by_group.setdefault(job.group, []).append((job, reply))
         agreements: list[float | None] = [None] * len(groups)
+        if self.pointwise:
+            verdicts = {b: self._pointwise_scores(groups[b], pairs) for b, pairs in by_group.items()}
+            if self.debias is not None:  # this step's answers count towards their own bias (batch calibration)
+                self.debias.update((groups[b], scores) for b, (scores, _, _) in verdicts.items() if scores)
+            for b, (scores, raws, failure) in verdicts.items():
+                results[b] = failure or self._pointwise_verdict(groups[b], scores, raws)
         for b, pairs in by_group.items():
             if self.pointwise:
-                results[b] = self._pointwise_verdict(groups[b], pairs)
+                continue
             elif self.pairwise:
                 results[b], agreements[b] = self._pairwise_verdict(groups[b], pairs)
             else:
@@ -478,27 +487,38 @@ class LLMJudgeOracle:
         return Ranking.from_scores(group.prompt.prompt_id, self.name, scores, rationale="; ".join(notes),
                                    raw=raw), consistency
 
-    def _pointwise_verdict(self, group: Group, pairs: list[tuple[_Job, JudgeReply]]) -> Ranking:
-        """Each candidate's score is P(correct): the "yes" share of the two verdict
-        words' probabilities (score mode), or 1 / 0 for a written yes / no. A group with
-        any unreadable verdict fails as a whole (a partial order would rank the unread)."""
+    def _pointwise_scores(self, group: Group, pairs: list[tuple[_Job, JudgeReply]]
+                          ) -> tuple[list[float], list[str], Ranking | None]:
+        """Each candidate's P(correct): the "yes" share of the two verdict words'
+        probabilities (score mode), or 1 / 0 for a written yes / no. A group with any
+        unreadable verdict fails as a whole (a partial order would rank the unread)."""
         scores = [0.0] * len(group.rollouts)
         raws = []
         for job, reply in pairs:
             raws.append(f"[{job.shown[0]}] {reply.text}")
             p_yes = self._verdict_probability(reply)
             if p_yes is None:
-                return self._failed(group, reply.failure or "unreadable verdict", "\n".join(raws))
-            if self.score_levels is not None:  # a verdict on a fixed scale: clear misses tie
-                top = self.score_levels - 1
-                p_yes = round(p_yes * top) / top
-            scores[job.shown[0]] = round(p_yes, 6)
+                return [], raws, self._failed(group, reply.failure or "unreadable verdict", "\n".join(raws))
+            scores[job.shown[0]] = p_yes
+        return scores, raws, None
+
+    def _pointwise_verdict(self, group: Group, scores: list[float], raws: list[str]) -> Ranking:
+        """The ranking by P(correct), after the answer-bias correction (``debias``), the
+        fixed scale (``score_levels``) and abstention (``min_margin``), in that order."""
+        rationale = "P(correct) per answer"
+        if self.debias is not None:
+            scores = self.debias.correct(group, scores)
+            rationale = "P(correct) per answer, answer bias removed"
+        if self.score_levels is not None:  # a verdict on a fixed scale: clear misses tie
+            top = self.score_levels - 1
+            scores = [round(p * top) / top for p in scores]
+        scores = [round(p, 6) for p in scores]
         if self.min_margin is not None and not confident(scores, self.min_margin):
             mean = round(sum(scores) / len(scores), 6)
             return Ranking.from_scores(group.prompt.prompt_id, self.name, [mean] * len(scores),
                                        rationale=f"abstained: no answer ahead by {self.min_margin}",
                                        raw="\n".join(raws)[:MAX_RAW_CHARS])
-        return Ranking.from_scores(group.prompt.prompt_id, self.name, scores, rationale="P(correct) per answer",
+        return Ranking.from_scores(group.prompt.prompt_id, self.name, scores, rationale=rationale,
                                    raw="\n".join(raws)[:MAX_RAW_CHARS])
 
     def _verdict_probability(self, reply: JudgeReply) -> float | None:
@@ -523,6 +543,50 @@ class LLMJudgeOracle:
         if parsed.ties:
             return 0.5
         return 1.0 if parsed.order[0] == 0 else 0.0
+
+
+class AnswerBias:
+    """Batch calibration (Zhou et al., 2024) of a pointwise judge, per answer.
+
+    Why: RL learns what a reward says about *every* item far faster than what it says
+    about one. A judge that leans to an answer ("small", "circle") whatever the video
+    shows hands the policy that lean, and the policy takes it (README). This keeps, for
+    each (question type, normalised answer), the mean log-odds of the judge's P(correct)
+    over every candidate it has scored in the run, and subtracts it (re-centred on the
+    question type's mean), so an answer wins a group by what the context says about this
+    item, not by how the judge rates that answer everywhere. Answers seen fewer than
+    ``min_count`` times are left as they are (long free-text answers are all unique)."""
+
+    def __init__(self, min_count: int = 8) -> None:
+        self.min_count = int(min_count)
+        self.sums: dict[tuple[str, str], tuple[float, int]] = {}
+
+    @staticmethod
+    def key(group: Group, text: str) -> tuple[str, str]:
+        return group.prompt.qtype, " ".join(re.findall(r"[a-z0-9]+", text.lower()))
+
+    def update(self, judged: Iterable[tuple[Group, Sequence[float]]]) -> None:
+        for group, scores in judged:
+            for rollout, p in zip(group.rollouts, scores, strict=True):
+                k = self.key(group, rollout.text)
+                total, n = self.sums.get(k, (0.0, 0))
+                self.sums[k] = (total + _logit(p), n + 1)
+
+    def correct(self, group: Group, scores: Sequence[float]) -> list[float]:
+        qtype = group.prompt.qtype
+        known = [(t, n) for (q, _), (t, n) in self.sums.items() if q == qtype]
+        centre = sum(t for t, _ in known) / max(1, sum(n for _, n in known))
+        out = []
+        for rollout, p in zip(group.rollouts, scores, strict=True):
+            total, n = self.sums.get(self.key(group, rollout.text), (0.0, 0))
+            shift = total / n - centre if n >= self.min_count else 0.0
+            out.append(1.0 / (1.0 + math.exp(shift - _logit(p))))
+        return out
+
+
+def _logit(p: float, eps: float = 1e-6) -> float:
+    p = min(max(p, eps), 1.0 - eps)
+    return math.log(p / (1.0 - p))
 
 
 def confident(scores: Sequence[float], margin: float) -> bool:
@@ -562,6 +626,54 @@ def _check_options(mode: str, context: str, on_failure: str, permutations: int, 
         raise ConfigError(problems)
 
 
+#: ``captioner`` choices besides a directory: the run's policy as its SFT self (VLM-RLAIF), or
+#: a caption-tuned copy of the SFT policy (``rlaif.train.captioner``).
+CAPTIONERS = ("sft", "tuned")
+
+
+def narrative_writer(captioner: str, policy: Any, benchmark: Any, *, progress: bool = False) -> Any:
+    """The :class:`PolicyCaptioner` that writes a run's narratives.
+
+    ``sft``: the run's policy with its RL adapter off (VLM-RLAIF). ``tuned``: the SFT
+    policy continued on fresh captions alone (a tiny-video-lm loaded from a saved SFT
+    policy; built once, cached; it names colours and sizes far better, README). Anything
+    else: a saved policy directory, loaded by the run's policy class."""
+    from pathlib import Path
+
+    source = _sft_source(policy)
+    if captioner == "sft":
+        return PolicyCaptioner(policy)
+    if captioner == "tuned":
+        if source is None:
+            raise OracleError("llm-judge captioner='tuned' tunes the run's SFT policy, and this policy was not loaded "
+                              "from a saved tiny-video-lm; pass captioner='sft' or a captioner directory")
+        from rlaif.train.captioner import cached_captioner
+
+        path = cached_captioner(benchmark, source, progress=progress)
+    else:
+        path = Path(captioner)
+        if not path.is_dir():
+            raise OracleError(f"llm-judge captioner={captioner!r}: not {' or '.join(map(repr, CAPTIONERS))} and no "
+                              "such directory (a saved policy, e.g. from rlaif sft)")
+    load = getattr(type(policy), "load", None)
+    if not callable(load):
+        raise OracleError(f"llm-judge captioner={captioner!r}: the run's policy cannot load a saved captioner; "
+                          "pass captioner='sft'")
+    writer = PolicyCaptioner(load(path, frames=getattr(policy, "frames", None), new_adapter=False), frozen=False)
+    writer.name = f"captioner:{Path(path).resolve()}"
+    return writer
+
+
+def _sft_source(policy: Any) -> str | None:
+    """The saved tiny-video-lm directory the run's policy was loaded from (merged into it)."""
+    from rlaif.plugins.policies.tiny_video_lm import TinyVideoLM
+
+    if not isinstance(policy, TinyVideoLM):
+        return None
+    merged = [h["merged"] for h in getattr(policy, "history", []) if isinstance(h, dict) and "merged" in h]
+    return str(merged[-1]) if merged else None
+
+
 def build_llm_judge(
     judge: str = "world",
     judge_url: str | None = None,
@@ -573,10 +685,12 @@ def build_llm_judge(
     score_levels: int | None = None,
     min_margin: float | None = None,
     calibrate: bool = False,
+    debias: bool = False,
     adapt: bool = True,
     permutations: int = 1,
     context: str = "narrative",
     n_clips: int = 3,
+    captioner: str = "sft",
     template: str | None = None,
     timeout: float = 30.0,
     step_timeout: float = 60.0,
@@ -619,6 +733,9 @@ def build_llm_judge(
     :param calibrate: world judge only: weigh the answer's probability with the
         narrative against its probability without (see ``WorldJudgeBackend``); off by
         default (measured: lower tau, and RL collapses onto answers unlikely a priori).
+    :param debias: pointwise only: batch calibration per answer (:class:`AnswerBias`):
+        subtract the judge's mean log-odds for each answer of a question type over the run,
+        so its leanings towards some answers do not become the policy's.
     :param adapt: world judge reading generated narratives only: first fine-tune it on
         the run's captioner's ``n_clips``-clip narratives of fresh scenes (cached per
         captioner and cut; see ``cached_adapted_judge``). Trained on gold narratives
@@ -627,6 +744,10 @@ def build_llm_judge(
     :param permutations: listwise candidate orders to judge and aggregate (Borda).
     :param context: ``narrative``, ``none`` or ``gold`` (upper-bound diagnostic).
     :param n_clips: clips per narrative (VLM-RLAIF: 3).
+    :param captioner: who writes the narratives: ``sft`` (default: the run's policy as its
+        SFT self, as VLM-RLAIF does), ``tuned`` (that SFT policy continued on fresh scenes'
+        captions alone, built once and cached: it names colours and sizes right far more
+        often) or a saved policy directory (:func:`narrative_writer`).
     :param template: user-message template; ``{question} {context} {candidates}
         {labels}`` and optionally ``{instruction}``.
     :param timeout, retries, concurrency: per-request seconds, retries on timeouts /
@@ -640,7 +761,9 @@ def build_llm_judge(
     :param device: where a local judge model runs (``cpu``, ``cuda``, ``cuda:1``...).
     :param progress: (wiring) progress bars while the world judge trains on first use.
     """
-    captioner: Any = None  # default: the wired policy as its SFT self (LLMJudgeOracle)
+    writer: Any = None  # default: the wired policy as its SFT self (LLMJudgeOracle)
+    if context == "narrative" and policy is not None:
+        writer = narrative_writer(captioner, policy, benchmark, progress=progress)
     if judge_url is not None or judge == "openai":
         if not judge_url:
             raise ConfigError("llm-judge judge='openai' needs judge_url (e.g. http://127.0.0.1:8000/v1)")
@@ -667,8 +790,7 @@ def build_llm_judge(
         path = cached_world_judge(benchmark, seed=0, progress=progress)
         if adapt and context == "narrative" and policy is not None and callable(
                 getattr(benchmark, "judge_adaptation_scenes", None)):
-            captioner = PolicyCaptioner(policy)
-            path = cached_adapted_judge(benchmark, captioner, base=path, cuts=(n_clips,), progress=progress)
+            path = cached_adapted_judge(benchmark, writer, base=path, cuts=(n_clips,), progress=progress)
         backend = WorldJudgeBackend(path, device=device, calibrate=calibrate)
         pointwise = True if pointwise is None else pointwise
     elif judge == "smollm2":
@@ -680,8 +802,8 @@ def build_llm_judge(
     else:
         backend = LocalHFBackend(judge, device=device)
     return LLMJudgeOracle(backend, mode=mode, pairwise=pairwise, pointwise=bool(pointwise), score_levels=score_levels,
-                          min_margin=min_margin,
+                          min_margin=min_margin, debias=debias,
                           permutations=permutations, context=context,
                           n_clips=n_clips, template=template, on_failure=on_failure, seed=seed,
                           max_new_tokens=max_new_tokens, benchmark=benchmark, policy=policy, store=store,
-                          captioner=captioner)
+                          captioner=writer)

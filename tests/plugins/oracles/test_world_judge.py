@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
 from rlaif.core.errors import OracleError
 from rlaif.plugins.oracles.llm_judge import LLMJudgeOracle, build_llm_judge
@@ -259,3 +260,81 @@ def test_world_judge_reading_generated_narratives_is_adapted_to_the_policy(
     assert isinstance(reading.captioner, PolicyCaptioner) and reading.captioner.policy is small_video_policy
     made = json.loads((reading.backend.path / "judge.json").read_text())
     assert made["recipe"] == ADAPT_RECIPE and made["base"] == str(base)
+
+
+def test_debias_removes_what_the_judge_says_of_an_answer_everywhere(judge_dir: Path, group_of: Any) -> None:
+    """Batch calibration: an answer the judge rates the same way in every group stops
+    winning by that rating; what the context says of one item still decides."""
+    from rlaif.core.errors import ConfigError
+    from rlaif.core.records import Group
+    from rlaif.plugins.oracles.llm_judge import AnswerBias
+
+    def bias_over(p_small: list[float], p_big: list[float]) -> tuple[AnswerBias, list[Group]]:
+        bias = AnswerBias(min_count=2)
+        groups = [group_of(i, ["small", "big"]) for i in range(len(p_small))]
+        bias.update((g, [s, b]) for g, s, b in zip(groups, p_small, p_big, strict=True))
+        return bias, groups
+
+    # The judge leans to "small" everywhere (0.8 against 0.4): on its own that lean ties.
+    bias, groups = bias_over([0.8, 0.8, 0.8], [0.4, 0.4, 0.4])
+    even = bias.correct(groups[0], [0.8, 0.4])
+    assert even[0] == pytest.approx(even[1], abs=1e-9)
+    # One item where the context tips it: the corrected scores keep that item's evidence.
+    bias, groups = bias_over([0.8, 0.8, 0.8, 0.7], [0.4, 0.4, 0.4, 0.6])
+    corrected = bias.correct(groups[3], [0.7, 0.6])
+    assert corrected[1] > corrected[0]  # raw 0.7 > 0.6 for "small"; after the lean is removed, "big" wins
+    assert bias.correct(groups[3], [0.7, 0.6]) == bias.correct(groups[3], [0.7, 0.6])
+    rare = AnswerBias(min_count=10)
+    rare.update([(groups[0], [0.8, 0.4])])
+    assert rare.correct(groups[0], [0.8, 0.4]) == pytest.approx([0.8, 0.4])  # too few to estimate: as is
+
+    oracle = LLMJudgeOracle(WorldJudgeBackend(judge_dir), pointwise=True, debias=True, context="none")
+    answers = ["red", "blue", "two", "red"]
+    first = oracle.rank([group_of(0, answers), group_of(1, answers)])
+    assert all(r.ok and r.scores is not None for r in first)
+    assert first[0].scores is not None and first[0].scores[0] == first[0].scores[3]  # same answer, same score
+    assert oracle.debias is not None and oracle.debias.sums[AnswerBias.key(first_group := group_of(0, answers), "red")][1] == 4
+    assert AnswerBias.key(first_group, " Red. ") == AnswerBias.key(first_group, "red")
+    with pytest.raises(ConfigError, match="debias"):
+        LLMJudgeOracle(WorldJudgeBackend(judge_dir), debias=True)
+
+
+def test_a_tuned_captioner_writes_the_narratives(world: Any, small_video_policy: Any, tmp_path: Path) -> None:
+    """``captioner``: the run's SFT self, a saved policy directory, or the SFT policy tuned
+    on fresh captions alone (``rlaif.train.captioner``), which learns only from them."""
+    from rlaif.core.errors import UsageError
+    from rlaif.plugins.oracles.llm_judge import narrative_writer
+    from rlaif.plugins.policies.tiny_video_lm import TinyVideoLM
+    from rlaif.train.captioner import caption_examples, tune_captioner
+
+    sft = tmp_path / "sft"
+    small_video_policy.save(sft)
+    items = caption_examples(world, 3)
+    assert items and {it.kind for it in items} == {"caption"}
+    assert {it.prompt.meta["split"] for it in items} == {"fresh"}  # never a split's video
+    metrics = tune_captioner(sft, tmp_path / "cap", benchmark=world, n_videos=3, epochs=2, lr=1e-2, batch_size=4,
+                             progress=False)
+    assert metrics["steps"] == 2 * -(-len(items) // 4) and metrics["loss"] < metrics["loss_first"]
+    assert tune_captioner(sft, tmp_path / "cap", benchmark=world) == metrics  # built once
+    before = TinyVideoLM.load(sft, frames=world.frames, new_adapter=False)
+    after = TinyVideoLM.load(tmp_path / "cap", frames=world.frames, new_adapter=False)
+    changed = [n for (n, a), (_, b) in zip(before.named_trainable_parameters(), after.named_trainable_parameters(),
+                                           strict=True) if not torch.equal(a, b)]
+    assert changed
+
+    run_policy = TinyVideoLM.load(sft, frames=world.frames)  # as RL loads it: SFT merged, fresh adapter
+    assert narrative_writer("sft", run_policy, world).name == "policy:tiny-video-lm:sft"
+    saved = narrative_writer(str(tmp_path / "cap"), run_policy, world)
+    assert saved.name == f"captioner:{(tmp_path / 'cap').resolve()}" and saved.frozen is False
+    video = world.videos("rl")[0]
+    assert isinstance(saved.caption(video, [0, 1, 2, 3]), str)
+    with pytest.raises(OracleError, match="no such directory"):
+        narrative_writer(str(tmp_path / "missing"), run_policy, world)
+    with pytest.raises(OracleError, match="captioner='sft'"):
+        narrative_writer("tuned", small_video_policy, world)  # not loaded from a saved SFT policy
+
+    class NoCaptions:
+        name = "no-captions"
+
+    with pytest.raises(UsageError, match="no fresh clip captions"):
+        caption_examples(NoCaptions(), 3)
