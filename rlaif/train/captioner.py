@@ -19,9 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
-import random
-import time
 from pathlib import Path
 from typing import Any
 
@@ -51,55 +48,19 @@ def tune_captioner(policy_dir: str | Path, out_dir: str | Path, *, benchmark: An
                    lr: float = CAPTION_LR, n_videos: int = CAPTION_VIDEOS, batch_size: int = CAPTION_BATCH,
                    max_steps: int | None = None, seed: int = 0, progress: bool = True) -> dict[str, Any]:
     """Continue the saved policy at ``policy_dir`` (its adapter and projector) on fresh clip
-    captions alone; save it to ``out_dir`` with ``captioner.json`` (metrics, written last)."""
-    import torch
-
+    captions alone, at a constant ``lr`` (:func:`~rlaif.train.sft.train_supervised`); save it
+    to ``out_dir`` with ``sft.json`` (metrics, written last: a finished ``out_dir`` is reused)."""
     from rlaif.plugins.policies.tiny_video_lm import TinyVideoLM
-    from rlaif.train.sft import _progress_bar
+    from rlaif.train.sft import train_supervised
 
-    out = Path(out_dir)
-    done = out / "captioner.json"
+    done = Path(out_dir) / "sft.json"
     if done.exists():
         return dict(json.loads(done.read_text()))
-    start = time.perf_counter()
-    torch.manual_seed(seed)
     policy = TinyVideoLM.load(policy_dir, frames=benchmark.frames, new_adapter=False)
-    items = caption_examples(benchmark, n_videos)
-    params = policy.trainable_parameters()
-    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-    total = math.ceil(len(items) / batch_size) * epochs
-    if max_steps is not None:
-        total = min(total, max_steps)
-    bar = _progress_bar(progress, total, 0)
-    losses: list[float] = []
-    step = 0
-    policy.train()
-    for epoch in range(epochs):
-        order = list(items)
-        random.Random(f"captions:{seed}:{epoch}").shuffle(order)
-        for b in range(0, len(order), batch_size):
-            if step >= total:
-                break
-            batch = order[b:b + batch_size]
-            loss = policy.sequence_loss([it.prompt for it in batch], [it.answer for it in batch])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            optimizer.step()
-            step += 1
-            losses.append(float(loss.detach()))
-            if bar is not None:
-                bar.update(bar.task_ids[0], advance=1, info=f"captions loss {losses[-1]:.3f}")
-    if bar is not None:
-        bar.stop()
-    policy.eval()
-    policy.save(out)
-    k = max(1, len(losses) // 10)
-    metrics = {"recipe": CAPTIONER_RECIPE, "from": str(policy_dir), "items": len(items), "steps": step,
-               "epochs": epochs, "loss_first": sum(losses[:k]) / k if losses else float("nan"),
-               "loss": sum(losses[-k:]) / k if losses else float("nan"), "seconds": time.perf_counter() - start}
-    done.write_text(json.dumps(metrics, indent=2))
-    return metrics
+    examples = [it.prompt for it in caption_examples(benchmark, n_videos)]
+    return train_supervised(out_dir, policy=policy, benchmark=benchmark, examples=examples, epochs=epochs,
+                            batch_size=batch_size, lr=lr, schedule="constant", warmup=0.0, max_steps=max_steps,
+                            seed=seed, progress=progress)
 
 
 def cached_captioner(benchmark: Any, policy_dir: str | Path, *, progress: bool = False) -> Path:
@@ -111,4 +72,4 @@ def cached_captioner(benchmark: Any, policy_dir: str | Path, *, progress: bool =
     recipe = f"{CAPTIONER_RECIPE}|{source}|{world_fingerprint(benchmark)}"
     target = cache_root() / "captioner" / hashlib.sha256(recipe.encode()).hexdigest()[:16]
     return cached_build(target, lambda tmp: tune_captioner(source, tmp, benchmark=benchmark, progress=progress),
-                        done="captioner.json")
+                        done="sft.json")

@@ -441,6 +441,7 @@ def train_supervised(
     policy: Any,
     benchmark: Any,
     split: str = "sft",
+    examples: Sequence[Prompt] | None = None,
     epochs: int = 1,
     batch_size: int = 4,
     grad_accum: int = 1,
@@ -455,7 +456,8 @@ def train_supervised(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Supervised fine-tuning of any policy with the ``SupervisedLoss`` capability on
-    :func:`supervised_examples` of ``benchmark``'s ``split``: AdamW on the policy's
+    :func:`supervised_examples` of ``benchmark``'s ``split`` (or on ``examples``, prompts
+    whose ``reference`` is the target, e.g. the caption-tuned captioner's): AdamW on the policy's
     ``trainable_parameters()`` (its LoRA adapter), ``batch_size`` examples a micro-batch,
     ``grad_accum`` micro-batches an optimizer step, ``lr`` after a linear warmup over a
     ``warmup`` share of the steps then the ``schedule``, forwards under
@@ -483,7 +485,7 @@ def train_supervised(
         return dict(json.loads(done_file.read_text()))
     start = time.perf_counter()
     torch.manual_seed(seed)
-    examples = supervised_examples(benchmark, split)
+    examples = list(examples) if examples is not None else supervised_examples(benchmark, split)
     micro_per_epoch = math.ceil(len(examples) / batch_size)
     total_steps = epochs * math.ceil(micro_per_epoch / grad_accum)
     if max_steps is not None:

@@ -302,13 +302,10 @@ class LLMJudgeOracle:
                 self.debias.update((groups[b], scores) for b, (scores, _, _) in verdicts.items() if scores)
             for b, (scores, raws, failure) in verdicts.items():
                 results[b] = failure or self._pointwise_verdict(groups[b], scores, raws)
-        for b, pairs in by_group.items():
-            if self.pointwise:
-                continue
-            elif self.pairwise:
-                results[b], agreements[b] = self._pairwise_verdict(groups[b], pairs)
-            else:
-                results[b], agreements[b] = self._listwise_verdict(groups[b], pairs)
+        else:
+            for b, pairs in by_group.items():
+                verdict = self._pairwise_verdict if self.pairwise else self._listwise_verdict
+                results[b], agreements[b] = verdict(groups[b], pairs)
         self.last_agreements = agreements
         known = [a for a in agreements if a is not None]
         self.last_agreement = sum(known) / len(known) if known else None
@@ -659,9 +656,8 @@ def narrative_writer(captioner: str, policy: Any, benchmark: Any, *, progress: b
     if not callable(load):
         raise OracleError(f"llm-judge captioner={captioner!r}: the run's policy cannot load a saved captioner; "
                           "pass captioner='sft'")
-    writer = PolicyCaptioner(load(path, frames=getattr(policy, "frames", None), new_adapter=False), frozen=False)
-    writer.name = f"captioner:{Path(path).resolve()}"
-    return writer
+    return PolicyCaptioner(load(path, frames=getattr(policy, "frames", None), new_adapter=False), frozen=False,
+                           name=f"captioner:{Path(path).resolve()}")
 
 
 def _sft_source(policy: Any) -> str | None:

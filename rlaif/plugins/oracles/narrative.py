@@ -50,11 +50,12 @@ class PolicyCaptioner:
     ``frozen`` (default) captions with adapters disabled: during RL that is the SFT
     policy, so narratives do not drift with training and a cached one stays valid."""
 
-    def __init__(self, policy: Any, *, max_new_tokens: int = 48, frozen: bool = True) -> None:
+    def __init__(self, policy: Any, *, max_new_tokens: int = 48, frozen: bool = True, name: str | None = None
+                 ) -> None:
         self.policy = policy
         self.max_new_tokens = max_new_tokens
         self.frozen = frozen
-        self.name = f"policy:{getattr(policy, 'name', type(policy).__name__)}{':sft' if frozen else ''}"
+        self.name = name or f"policy:{getattr(policy, 'name', type(policy).__name__)}{':sft' if frozen else ''}"
 
     def _context(self) -> contextlib.AbstractContextManager[Any]:
         disabled = getattr(self.policy, "adapters_disabled", None)
