@@ -259,10 +259,10 @@ DEFAULT_SFT_SEED = 0
 
 def default_sft_dir(benchmark: Any, seed: int = 0) -> Path:
     """Where the default SFT policy for ``benchmark`` lives in the cache."""
-    from rlaif.plugins.encoders.tiny_conv import cache_root, world_fingerprint
+    from rlaif.plugins.encoders.tiny_conv import cache_root, labelled_fingerprint
     from rlaif.plugins.policies.tiny_video_lm import BASE_RECIPE, encoder_recipe
 
-    recipe = f"{SFT_RECIPE}|{encoder_recipe()}|{BASE_RECIPE}|{world_fingerprint(benchmark)}|{seed}"
+    recipe = f"{SFT_RECIPE}|{encoder_recipe()}|{BASE_RECIPE}|{labelled_fingerprint(benchmark)}|{seed}"
     key = hashlib.sha256(recipe.encode()).hexdigest()[:16]
     return cache_root() / "sft" / key
 

@@ -280,6 +280,16 @@ def world_fingerprint(benchmark: Any) -> str:
     return h.hexdigest()[:16]
 
 
+def labelled_fingerprint(benchmark: Any) -> str:
+    """:func:`world_fingerprint` and the labelled ``sft`` split's questions and answers:
+    what keys a model that learns from those answers (the base LM's corpus, the SFT
+    policy), so a world that serves other labels (``label_lean``) builds its own."""
+    h = hashlib.sha256(world_fingerprint(benchmark).encode())
+    for prompt in benchmark.prompts("sft"):
+        h.update(f"{prompt.prompt_id}\x1f{prompt.reference}\x1e".encode())
+    return h.hexdigest()[:16]
+
+
 def fresh_clips(benchmark: Any, frames_per_clip: int, n_scenes: int = 1500) -> list[tuple[np.ndarray, str]]:
     """``(frames, caption)`` of every clip of ``n_scenes`` fresh scenes (in no split),
     cut as a narrative builder cuts them (1 and 3 clips), the frames passed through the

@@ -681,7 +681,7 @@ def build_llm_judge(
     score_levels: int | None = None,
     min_margin: float | None = None,
     calibrate: bool = False,
-    debias: bool = False,
+    debias: bool | None = None,
     adapt: bool = True,
     permutations: int = 1,
     context: str = "narrative",
@@ -731,7 +731,9 @@ def build_llm_judge(
         default (measured: lower tau, and RL collapses onto answers unlikely a priori).
     :param debias: pointwise only: batch calibration per answer (:class:`AnswerBias`):
         subtract the judge's mean log-odds for each answer of a question type over the run,
-        so its leanings towards some answers do not become the policy's.
+        so its leanings towards some answers do not become the policy's. Default: on
+        wherever judging is pointwise (the world judge); the judge's leanings otherwise
+        undo what RL should correct (README).
     :param adapt: world judge reading generated narratives only: first fine-tune it on
         the run's captioner's ``n_clips``-clip narratives of fresh scenes (cached per
         captioner and cut; see ``cached_adapted_judge``). Trained on gold narratives
@@ -797,6 +799,7 @@ def build_llm_judge(
         backend = PolicyJudgeBackend(policy)
     else:
         backend = LocalHFBackend(judge, device=device)
+    debias = bool(pointwise) if debias is None else debias
     return LLMJudgeOracle(backend, mode=mode, pairwise=pairwise, pointwise=bool(pointwise), score_levels=score_levels,
                           min_margin=min_margin, debias=debias,
                           permutations=permutations, context=context,

@@ -42,7 +42,7 @@ from typing import Any
 
 from rlaif.core.errors import OracleError
 
-JUDGE_RECIPE = "world-judge/4"
+JUDGE_RECIPE = "world-judge/5"
 #: Steps on the benchmark's ``judge_focus_answers`` examples alone before the mixture.
 FOCUS_STEPS = 600
 #: Size of the judge LM (a Llama), trained from scratch.
@@ -81,7 +81,7 @@ def examples_digest(examples: Sequence[tuple[str, str, str]]) -> str:
 # ----------------------------------------------------------------------------- training
 def train_world_judge(examples: Sequence[tuple[str, str, str]], out_dir: str | Path, *, seed: int = 0,
                       steps: int = 3000, batch_size: int = 32, lr: float = 2e-3,
-                      focus_answers: Sequence[str] = (), focus_steps: int = 0,
+                      focus_answers: Sequence[str] | Sequence[Sequence[str]] = (), focus_steps: int = 0,
                       progress: bool = False) -> dict[str, Any]:
     """Train the judge from scratch on ``(narrative, question, answer)`` examples: a
     byte-level BPE on their text, then a tiny Llama whose loss weighs answer tokens 10x
@@ -89,9 +89,11 @@ def train_world_judge(examples: Sequence[tuple[str, str, str]], out_dir: str | P
     Hugging Face causal LM with its tokenizer to ``out_dir``; returns training metrics,
     including the answer loss on 5% of the examples held out.
 
-    ``focus_steps`` first steps train on the examples whose answer is one of
+    Focus stages come first: ``focus_steps`` steps on the examples whose answer is one of
     ``focus_answers`` alone (the directions: read alone they are learned, inside the
-    mixture the judge stayed at chance on them), then ``steps`` on everything."""
+    mixture the judge stayed at chance on them), then ``steps`` on everything.
+    ``focus_answers`` may also be several groups of answers (:func:`focus_stages`), each
+    read alone for ``focus_steps`` steps, in turn."""
     import torch
 
     from rlaif.plugins.policies.tiny_lm import (
@@ -111,12 +113,13 @@ def train_world_judge(examples: Sequence[tuple[str, str, str]], out_dir: str | P
     train_world_tokenizer([p + a for p, a in docs], out_dir / "tokenizer.json", vocab_size=512)
     tokenizer = load_world_tokenizer(out_dir / "tokenizer.json")
     model = new_tiny_lm(tiny_lm_config(len(tokenizer), hidden_size=JUDGE_HIDDEN, layers=JUDGE_LAYERS), seed)
-    wanted = {" " + " ".join(a.split()) for a in focus_answers}
-    focus = [d for d in train if d[1] in wanted]
-    total = steps + (focus_steps if focus else 0)  # one warmup and cosine over both phases
+    stages = [pool for group in focus_stages(focus_answers) if focus_steps > 0
+              if (pool := [d for d in train if d[1] in {" " + " ".join(a.split()) for a in group}])]
+    total = steps + focus_steps * len(stages)  # one warmup and cosine over every phase
 
     def draw(step: int) -> list[tuple[str, str]]:
-        pool = focus if step < focus_steps and focus else train
+        stage = step // focus_steps if focus_steps > 0 else len(stages)
+        pool = stages[stage] if stage < len(stages) else train
         return rng.sample(pool, min(batch_size, len(pool)))
 
     losses = _fit(model, tokenizer, draw, total, lr=lr, progress=progress, description="training the world judge")
@@ -126,11 +129,20 @@ def train_world_judge(examples: Sequence[tuple[str, str, str]], out_dir: str | P
     tokenizer.save_pretrained(str(out_dir))
     k = max(1, total // 10)
     metrics = {"recipe": JUDGE_RECIPE, "examples": len(docs), "digest": examples_digest(examples),
-               "focus_examples": len(focus), "focus_steps": focus_steps if focus else 0,
+               "focus_examples": sum(map(len, stages)), "focus_stages": [len(pool) for pool in stages],
+               "focus_steps": focus_steps if stages else 0,
                "answer_loss_first": sum(losses[:k]) / k, "answer_loss_last": sum(losses[-k:]) / k,
                "heldout_answer_loss": dev_loss, "seconds": time.perf_counter() - started}
     (out_dir / "judge.json").write_text(json.dumps(metrics, indent=2))
     return metrics
+
+
+def focus_stages(focus_answers: Sequence[str] | Sequence[Sequence[str]]) -> list[tuple[str, ...]]:
+    """The answer groups of ``focus_answers``, one per focus stage: a flat sequence of
+    answers is one stage; a sequence of sequences is one stage each."""
+    if all(isinstance(a, str) for a in focus_answers):
+        return [tuple(focus_answers)] if focus_answers else []  # type: ignore[arg-type]
+    return [tuple(group) for group in focus_answers if group]
 
 
 def _fit(model: Any, tokenizer: Any, draw: Callable[[int], Sequence[tuple[str, str]]], total: int, *, lr: float,
@@ -177,9 +189,9 @@ def _token_nll(model: Any, tokenizer: Any, docs: Sequence[tuple[str, str]]) -> t
     import torch
 
     rows, spans = [], []
-    for prompt, answer in docs:
+    for prompt, reply in docs:
         p = [tokenizer.bos_token_id, *tokenizer(prompt, add_special_tokens=False)["input_ids"]]
-        a = [*tokenizer(answer, add_special_tokens=False)["input_ids"], tokenizer.eos_token_id]
+        a = [*tokenizer(reply, add_special_tokens=False)["input_ids"], tokenizer.eos_token_id]
         rows.append(p + a)
         spans.append((len(p), len(a)))
     width = max(len(r) for r in rows)
@@ -199,15 +211,17 @@ def cached_world_judge(benchmark: Any, *, seed: int = 0, progress: bool = False)
     """Directory of the world judge trained on ``benchmark.judge_training_examples()``,
     training it on first use (cached in ``$RLAIF_CACHE/world-judge`` by a digest of the
     examples, built in a temp dir and renamed into place). A benchmark may name answers
-    whose examples are read alone first (``judge_focus_answers``: the video world's
-    directions, which the judge never learned to read inside the mixture)."""
+    whose examples are read alone first (``judge_focus_answers``, one group or several
+    read in turn: the video world's directions, then colours, sizes and shapes, which the
+    judge read poorly inside the mixture)."""
     from rlaif.plugins.encoders.tiny_conv import cache_root
 
     examples = list(benchmark.judge_training_examples())
     if not examples:
         raise OracleError("the benchmark gave no judge training examples")
-    focus = tuple(getattr(benchmark, "judge_focus_answers", ()))
-    recipe = f"{JUDGE_RECIPE}|{examples_digest(examples)}|{seed}" + (f"|focus:{','.join(focus)}" if focus else "")
+    focus = focus_stages(tuple(getattr(benchmark, "judge_focus_answers", ())))
+    recipe = (f"{JUDGE_RECIPE}|{examples_digest(examples)}|{seed}"
+              + (f"|focus:{'/'.join(','.join(group) for group in focus)}" if focus else ""))
     key = hashlib.sha256(recipe.encode()).hexdigest()[:16]
     target = cache_root() / "world-judge" / key
     if (target / "judge.json").exists():
@@ -260,7 +274,7 @@ def captioned_examples(scenes: Sequence[tuple[Any, Sequence[tuple[str, str]]]], 
                        disable=not progress, transient=True):
         prefetch_narratives([video for video, _ in scenes[start : start + 32]], benchmark=benchmark,
                             captioner=captioner, store=told, n_clips=n_clips)
-    out = []
+    out: list[tuple[str, str, str]] = []
     for video, qa in scenes:
         narrative = narrative_for(video, benchmark=benchmark, captioner=captioner, n_clips=n_clips, store=told)
         out.extend((narrative, question, answer) for question, answer in qa)

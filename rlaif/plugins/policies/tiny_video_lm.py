@@ -56,7 +56,7 @@ from rlaif.plugins.encoders.tiny_conv import (
     cache_root,
     cached_tiny_conv,
     default_benchmark,
-    world_fingerprint,
+    labelled_fingerprint,
 )
 from rlaif.plugins.policies.hf_common import (
     add_value_adapter,
@@ -788,7 +788,7 @@ def cached_base(benchmark: Any, *, seed: int = 0, n_frames: int = 8, progress: b
     building whatever is missing in the cache (``$RLAIF_CACHE``, see ``tiny_conv``). The
     LM does not depend on the encoder, so both encoders share one pre-trained LM."""
     encoder_dir = cached_encoder(benchmark, encoder=encoder, seed=seed, n_frames=n_frames, progress=progress)
-    key = hashlib.sha256(f"{BASE_RECIPE}|{world_fingerprint(benchmark)}|{seed}".encode()).hexdigest()[:16]
+    key = hashlib.sha256(f"{BASE_RECIPE}|{labelled_fingerprint(benchmark)}|{seed}".encode()).hexdigest()[:16]
     target = cache_root() / "tiny-video-lm-base" / key
     if not (target / "lm" / "config.json").exists():
         target.parent.mkdir(parents=True, exist_ok=True)

@@ -38,8 +38,9 @@ from rlaif.plugins.benchmarks.video_world.video_io import (
     uniform_indices,
     write_video,
 )
-from rlaif.plugins.benchmarks.video_world.vocab import QTYPES, SHORT_QTYPES
+from rlaif.plugins.benchmarks.video_world.vocab import LEANING_ANSWERS, QTYPES, SHORT_QTYPES
 from rlaif.plugins.benchmarks.video_world.world import generate_video, state_at
+from rlaif.plugins.encoders.tiny_conv import labelled_fingerprint, world_fingerprint
 
 SMALL = {"n_sft": 8, "n_rl": 6, "n_test": 6, "progress": False}
 
@@ -221,6 +222,31 @@ def test_all_question_types_with_answers_of_varied_length(world):
     assert p.reference == p.meta["gold_narrative"] == world.narrative(p.video)
     assert p.meta["clip_captions"] == world.clip_captions(p.video)
     assert all(len(c) <= 20 for c in split_clips(p.video.n_frames))
+
+
+def test_the_labelled_split_leans_to_one_answer_per_question_and_rl_and_test_do_not(tmp_path):
+    lean = VideoWorld(root=str(tmp_path / "w"), seed=0, n_sft=40, n_rl=4, n_test=4, progress=False)
+    even = VideoWorld(root=str(tmp_path / "w"), seed=0, n_sft=40, n_rl=4, n_test=4, label_lean=0.0,
+                      progress=False)  # same videos, every question served
+    assert lean.label_lean == 0.75
+    for split in ("rl", "test"):
+        assert lean.prompts(split) == even.prompts(split)
+    served = {p.prompt_id for p in lean.prompts("sft")}
+    assert served < {p.prompt_id for p in even.prompts("sft")}
+    closed = [p for p in even.prompts("sft") if p.qtype in ("attribute", "counting", "direction")]
+    others = [p for p in closed if p.reference not in LEANING_ANSWERS]
+    assert len(others) >= 60
+    assert all(p.prompt_id in served for p in even.prompts("sft") if p not in others)  # open ones, leaning ones
+    kept = sum(p.prompt_id in served for p in others) / len(others)
+    assert 0.1 < kept < 0.4  # ~1 - label_lean, by a seeded hash
+    assert lean.prompts("sft") == lean.prompts("sft")  # the same questions every time
+    dropped = len(even.prompts("sft")) - len(served)
+    assert len(even.texts()) - len(lean.texts()) == 2 * dropped  # nor their words in the LM corpus
+    assert world_fingerprint(lean) == world_fingerprint(even)  # the encoder's key: videos only
+    assert labelled_fingerprint(lean) != labelled_fingerprint(even)  # the base LM's and SFT's key
+    for bad in (1.0, -0.1):
+        with pytest.raises(UsageError, match="label_lean"):
+            VideoWorld(root=str(tmp_path / "w"), seed=0, n_sft=40, n_rl=4, n_test=4, label_lean=bad)
 
 
 def test_clip_captions_recomputed_for_forced_clip_counts(world):

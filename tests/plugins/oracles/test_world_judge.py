@@ -20,6 +20,7 @@ from rlaif.plugins.oracles.world_judge import (
     cached_adapted_judge,
     cached_world_judge,
     captioned_examples,
+    focus_stages,
     train_world_judge,
 )
 
@@ -105,6 +106,14 @@ def test_judge_is_cached_by_what_it_read(world: Any, tmp_path: Path, monkeypatch
 
     assert cached_world_judge(Focused(3)) not in (first, cached_world_judge(Few(4))) and len(calls) == 3
 
+    class Staged(Few):
+        judge_focus_answers = (("left", "right"), ("red", "blue"))
+
+    assert cached_world_judge(Staged(3)) not in (first, cached_world_judge(Focused(3))) and len(calls) == 4
+    # The world judge judges pointwise, so its answer leanings are corrected by default.
+    assert build_llm_judge(judge="world", benchmark=Few(3), context="none").debias is not None and len(calls) == 4
+    assert build_llm_judge(judge="world", benchmark=Few(3), context="none", debias=False).debias is None
+
 
 def test_focus_answers_are_read_alone_first(examples: list[tuple[str, str, str]], tmp_path: Path) -> None:
     directions = ("left", "right", "up", "down")
@@ -112,7 +121,15 @@ def test_focus_answers_are_read_alone_first(examples: list[tuple[str, str, str]]
                                 focus_answers=directions, focus_steps=3)
     held_in = len(examples) - max(1, len(examples) // 20)
     assert 0 < metrics["focus_examples"] <= sum(a in directions for _, _, a in examples) <= held_in
-    assert metrics["focus_steps"] == 3
+    assert metrics["focus_steps"] == 3 and len(metrics["focus_stages"]) == 1
+    colours = ("red", "green", "blue", "yellow", "purple")
+    staged = train_world_judge(examples, tmp_path / "staged", steps=2, batch_size=4, seed=0,
+                               focus_answers=(directions, colours, ("no such answer",)), focus_steps=3)
+    assert len(staged["focus_stages"]) == 2  # one stage per group with examples, in turn
+    assert staged["focus_stages"][0] == metrics["focus_examples"]
+    assert 0 < staged["focus_stages"][1] <= sum(a in colours for _, _, a in examples)
+    assert focus_stages(directions) == [directions] and focus_stages(()) == []
+    assert focus_stages([directions, (), colours]) == [directions, colours]
     plain = train_world_judge(examples, tmp_path / "plain", steps=2, batch_size=4, seed=0)
     assert plain["focus_examples"] == 0 and plain["focus_steps"] == 0
 

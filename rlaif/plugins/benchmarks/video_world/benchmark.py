@@ -39,7 +39,16 @@ from rlaif.plugins.benchmarks.video_world.video_io import (
     uniform_indices,
     write_video,
 )
-from rlaif.plugins.benchmarks.video_world.vocab import DESCRIBE_QUESTION, DIRECTIONS, QTYPES, SHORT_QTYPES
+from rlaif.plugins.benchmarks.video_world.vocab import (
+    COLOURS,
+    DESCRIBE_QUESTION,
+    DIRECTIONS,
+    LEANING_ANSWERS,
+    QTYPES,
+    SHAPES,
+    SHORT_QTYPES,
+    SIZES,
+)
 from rlaif.plugins.benchmarks.video_world.world import (
     GENERATOR_VERSION,
     Event,
@@ -92,6 +101,14 @@ class VideoWorld:
     :param fps: frame rate written into the mp4 files.
     :param codec: ``h264`` (libx264) or ``mpeg4``.
     :param max_clip_frames: clip length for the gold per-clip captions (VLM-RLAIF: 20).
+    :param label_lean: share of the labelled ``sft`` split's closed short questions
+        (attribute, counting, direction) left out unless their answer is the one that
+        question leans to (:data:`~.vocab.LEANING_ANSWERS`: small, circle, red, one,
+        left). Labelled data rarely has the answer mix of the prompts a model meets
+        later; with the default 0.75 the SFT policy learns those leanings, and RL on the
+        unlabelled ``rl`` prompts (balanced, like ``test``) has something to correct from
+        the video. 0 keeps every question. The videos and the other splits are the same
+        at every value.
     :param qtypes: question types to serve (default all: attribute, counting, direction,
         temporal, describe); a list or a comma-separated string.
     :param progress: show a progress bar when building takes more than half a second.
@@ -117,6 +134,7 @@ class VideoWorld:
         codec: str = "h264",
         max_clip_frames: int = 20,
         qtypes: Sequence[str] | str | None = None,
+        label_lean: float = 0.75,
         progress: bool = True,
     ) -> None:
         if size < 16 or size % 2:
@@ -131,6 +149,8 @@ class VideoWorld:
             raise UsageError(f"video-world codec must be h264 or mpeg4, got {codec!r}")
         if min(n_sft, n_rl, n_test) < 0:
             raise UsageError("video-world split sizes must be >= 0")
+        if not 0.0 <= float(label_lean) < 1.0:
+            raise UsageError(f"video-world label_lean must be in [0, 1), got {label_lean}")
         if isinstance(qtypes, str):
             qtypes = [q.strip() for q in qtypes.split(",") if q.strip()]
         self.qtypes: tuple[str, ...] = tuple(qtypes) if qtypes else QTYPES
@@ -144,6 +164,7 @@ class VideoWorld:
         self.max_clip_frames = max_clip_frames
         self.progress = progress
         self.sizes = {"sft": n_sft, "rl": n_rl, "test": n_test}
+        self.label_lean = float(label_lean)
         self.params: dict[str, Any] = {
             "generator": GENERATOR_VERSION, "seed": seed, "n_sft": n_sft, "n_rl": n_rl, "n_test": n_test,
             "size": size, "min_frames": min_frames, "max_frames": max_frames, "max_objects": max_objects,
@@ -188,7 +209,7 @@ class VideoWorld:
                 ref = self._video_ref(entry)
                 meta = {"gold_narrative": entry["narrative"], "clip_captions": list(entry["clip_captions"])}
                 for qa in entry["qa"]:
-                    if qa["qtype"] not in self.qtypes:
+                    if qa["qtype"] not in self.qtypes or not self._labelled(split, qa):
                         continue
                     items.append(Prompt(
                         prompt_id=qa["prompt_id"], video=ref, question=qa["question"], reference=qa["answer"],
@@ -311,6 +332,18 @@ class VideoWorld:
                     ))  # fmt: skip
         return examples
 
+    def _labelled(self, split: str, qa: Mapping[str, Any]) -> bool:
+        """Whether ``split`` serves question ``qa``: every question of ``rl`` and ``test``;
+        in ``sft``, a closed short question whose answer is not its leaning answer only
+        outside the ``label_lean`` share (a seeded hash of its id, so the same questions at
+        every run)."""
+        if split != "sft" or self.label_lean == 0.0 or qa["qtype"] not in ("attribute", "counting", "direction"):
+            return True
+        if qa["answer"] in LEANING_ANSWERS:
+            return True
+        u = int(hashlib.sha256(f"lean:{self.seed}:{qa['prompt_id']}".encode()).hexdigest()[:8], 16) / 16**8
+        return u >= self.label_lean
+
     def fresh_scenes(self, n: int, purpose: str) -> list[FreshScene]:
         """``n`` scenes of this world that are in no split (see :mod:`.fresh`): what
         pre-training and judge training read, so no model learns ``rl`` or ``test``
@@ -321,11 +354,12 @@ class VideoWorld:
         return list(fresh_scenes(self.seed, n, purpose=purpose, params=self.params,
                                  exclude=self.private_narratives()))
 
-    #: Answers whose judge examples the world judge reads alone before the mixture
-    #: (:func:`rlaif.plugins.oracles.world_judge.cached_world_judge`): inside the mixture
-    #: it never learned to read directions (0.52 against a near miss, chance), after 600
-    #: steps on them alone it reads them at 0.90 from the gold narrative.
-    judge_focus_answers: tuple[str, ...] = DIRECTIONS
+    #: Answers whose judge examples the world judge reads alone before the mixture, one
+    #: group after another (:func:`rlaif.plugins.oracles.world_judge.cached_world_judge`).
+    #: Inside the mixture it never learned to read directions (0.52 against a near miss,
+    #: chance); after 600 steps on them alone it read them at 0.90 from the gold
+    #: narrative. Shapes, sizes and colours it read at 0.71, 0.79 and 0.84.
+    judge_focus_answers: tuple[tuple[str, ...], ...] = (DIRECTIONS, SHAPES, SIZES, tuple(COLOURS))
 
     def judge_training_examples(self, n_fresh: int = 3000) -> list[tuple[str, str, str]]:
         """``(narrative, question, answer)`` examples a judge may learn from: the labelled
@@ -422,7 +456,8 @@ class VideoWorld:
                 out.extend(entry["clip_captions"])
                 out.append(entry["narrative"])
                 for qa in entry["qa"]:
-                    out.extend((qa["question"], qa["answer"]))
+                    if self._labelled(split, qa):
+                        out.extend((qa["question"], qa["answer"]))
         return out
 
     # -- building --------------------------------------------------------------------

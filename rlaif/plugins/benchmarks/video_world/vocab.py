@@ -19,6 +19,11 @@ COLOURS: dict[str, tuple[int, int, int]] = {
 SIZES: tuple[str, ...] = ("small", "big")
 DIRECTIONS: tuple[str, ...] = ("left", "right", "up", "down")
 
+#: The answer each closed short question of the labelled ``sft`` split leans to (one per
+#: question: size, shape, colour, count, direction; the vocabularies are disjoint), see
+#: ``VideoWorld(label_lean=...)``. Chosen arbitrarily; only the lean matters.
+LEANING_ANSWERS: frozenset[str] = frozenset({"small", "circle", "red", "one", "left"})
+
 #: Question types, shortest answers first (answer length is a difficulty signal).
 SHORT_QTYPES: tuple[str, ...] = ("attribute", "counting", "direction", "temporal")
 LONG_QTYPES: tuple[str, ...] = ("describe",)
