@@ -36,6 +36,7 @@ string with ``{question}``, ``{context}``, ``{candidates}``, ``{labels}`` and op
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import itertools
 import logging
 import math
@@ -43,7 +44,7 @@ import random
 import re
 import string
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -291,7 +292,21 @@ class LLMJudgeOracle:
                     results[b] = self._failed(group, f"no narrative: {type(exc).__name__}: {exc}", "")
         jobs = [job for b, group in enumerate(groups) if results[b] is None
                 for job in self._jobs(b, group, contexts[b])]
-        replies = self._ask(jobs)
+        rivals: dict[int, Group] = {}  # debias: answers scored only to measure the judge's leanings
+        if self.pointwise and self.debias is not None:
+            for b, group in enumerate(groups):
+                texts = self.debias.rivals(group) if results[b] is None else []
+                if texts:
+                    rivals[b] = dataclasses.replace(group, rollouts=[
+                        dataclasses.replace(group.rollouts[0], text=t) for t in texts])
+        rival_jobs = [job for b, shadow in rivals.items() for job in self._jobs(b, shadow, contexts[b])]
+        replies = self._ask(jobs + rival_jobs)
+        rival_scores: dict[int, dict[str, float]] = {}
+        for job, reply in zip(rival_jobs, replies[len(jobs):], strict=True):
+            p = self._verdict_probability(reply)
+            if p is not None:
+                rival_scores.setdefault(job.group, {})[rivals[job.group].rollouts[job.shown[0]].text] = p
+        replies = replies[: len(jobs)]
         by_group: dict[int, list[tuple[_Job, JudgeReply]]] = {}
         for job, reply in zip(jobs, replies, strict=True):
             by_group.setdefault(job.group, []).append((job, reply))
@@ -299,7 +314,8 @@ class LLMJudgeOracle:
         if self.pointwise:
             verdicts = {b: self._pointwise_scores(groups[b], pairs) for b, pairs in by_group.items()}
             if self.debias is not None:  # this step's answers count towards their own bias (batch calibration)
-                self.debias.update((groups[b], scores) for b, (scores, _, _) in verdicts.items() if scores)
+                self.debias.update((groups[b], scores, rival_scores.get(b, {}))
+                                   for b, (scores, _, _) in verdicts.items() if scores)
             for b, (scores, raws, failure) in verdicts.items():
                 results[b] = failure or self._pointwise_verdict(groups[b], scores, raws)
         else:
@@ -549,25 +565,61 @@ class AnswerBias:
     about one. A judge that leans to an answer ("small", "circle") whatever the video
     shows hands the policy that lean, and the policy takes it (README). This keeps, for
     each (question type, normalised answer), the mean log-odds of the judge's P(correct)
-    over every candidate it has scored in the run, and subtracts it (re-centred on the
+    over the groups it has scored that answer in, and subtracts it (re-centred on the
     question type's mean), so an answer wins a group by what the context says about this
-    item, not by how the judge rates that answer everywhere. Answers seen fewer than
-    ``min_count`` times are left as they are (long free-text answers are all unique)."""
+    item, not by how the judge rates that answer everywhere. Answers seen in fewer than
+    ``min_count`` groups are left as they are (long free-text answers are all unique).
 
-    def __init__(self, min_count: int = 8) -> None:
+    Scored only where the policy says it, an answer's mean would also measure how often
+    the policy is right when it says it: an answer the policy over-says is often wrong, so
+    its mean is low for a true reason, and subtracting it would hand back the policy's
+    own lean. So the judge also scores each group's *rivals* (:meth:`rivals`: answers that
+    other groups of the question type set against the group's answers, at least
+    ``min_together`` times), and each answer's mean runs over every group of its family,
+    whatever the policy said there."""
+
+    def __init__(self, min_count: int = 8, min_together: int = 3, max_rivals: int = 8) -> None:
         self.min_count = int(min_count)
+        self.min_together = int(min_together)
+        self.max_rivals = int(max_rivals)
         self.sums: dict[tuple[str, str], tuple[float, int]] = {}
+        #: Groups in which two answers were both sampled, by answer and answer.
+        self.together: dict[tuple[str, str], dict[str, int]] = {}
 
     @staticmethod
     def key(group: Group, text: str) -> tuple[str, str]:
         return group.prompt.qtype, " ".join(re.findall(r"[a-z0-9]+", text.lower()))
 
-    def update(self, judged: Iterable[tuple[Group, Sequence[float]]]) -> None:
-        for group, scores in judged:
+    def rivals(self, group: Group) -> list[str]:
+        """Answers to score beside the group's own: seen in ``min_count`` groups and set
+        against one of the group's answers in ``min_together``, at most ``max_rivals``,
+        most frequent first."""
+        qtype = group.prompt.qtype
+        own = {self.key(group, r.text) for r in group.rollouts}
+        set_against = {other for k in own for other, n in self.together.get(k, {}).items()
+                       if n >= self.min_together and (qtype, other) not in own}
+        known = [a for a in set_against if self.sums.get((qtype, a), (0.0, 0))[1] >= self.min_count]
+        return sorted(known, key=lambda a: (-self.sums[(qtype, a)][1], a))[: self.max_rivals]
+
+    def update(self, judged: Iterable[tuple[Group, Sequence[float], Mapping[str, float]]]) -> None:
+        """Count each group once per answer: its candidates' scores (``Sequence``, one per
+        rollout; the same answer twice counts once) and its rivals' (``Mapping`` text ->
+        P(correct))."""
+        for group, scores, rival_scores in judged:
+            seen: dict[tuple[str, str], list[float]] = {}
             for rollout, p in zip(group.rollouts, scores, strict=True):
-                k = self.key(group, rollout.text)
+                seen.setdefault(self.key(group, rollout.text), []).append(_logit(p))
+            sampled = list(seen)
+            for text, p in rival_scores.items():
+                seen.setdefault(self.key(group, text), []).append(_logit(p))
+            for k, values in seen.items():
                 total, n = self.sums.get(k, (0.0, 0))
-                self.sums[k] = (total + _logit(p), n + 1)
+                self.sums[k] = (total + sum(values) / len(values), n + 1)
+            for a in sampled:
+                row = self.together.setdefault(a, {})
+                for b in sampled:
+                    if b != a:
+                        row[b[1]] = row.get(b[1], 0) + 1
 
     def correct(self, group: Group, scores: Sequence[float]) -> list[float]:
         qtype = group.prompt.qtype
@@ -681,7 +733,7 @@ def build_llm_judge(
     score_levels: int | None = None,
     min_margin: float | None = None,
     calibrate: bool = False,
-    debias: bool | None = None,
+    debias: bool = False,
     adapt: bool = True,
     permutations: int = 1,
     context: str = "narrative",
@@ -731,9 +783,10 @@ def build_llm_judge(
         default (measured: lower tau, and RL collapses onto answers unlikely a priori).
     :param debias: pointwise only: batch calibration per answer (:class:`AnswerBias`):
         subtract the judge's mean log-odds for each answer of a question type over the run,
-        so its leanings towards some answers do not become the policy's. Default: on
-        wherever judging is pointwise (the world judge); the judge's leanings otherwise
-        undo what RL should correct (README).
+        so its leanings towards some answers do not become the policy's; each group's
+        rivals are scored too, so the means do not carry the policy's own lean. Off by
+        default: on the default world RL gained less with it (+0.005 against +0.013,
+        README).
     :param adapt: world judge reading generated narratives only: first fine-tune it on
         the run's captioner's ``n_clips``-clip narratives of fresh scenes (cached per
         captioner and cut; see ``cached_adapted_judge``). Trained on gold narratives
@@ -799,7 +852,6 @@ def build_llm_judge(
         backend = PolicyJudgeBackend(policy)
     else:
         backend = LocalHFBackend(judge, device=device)
-    debias = bool(pointwise) if debias is None else debias
     return LLMJudgeOracle(backend, mode=mode, pairwise=pairwise, pointwise=bool(pointwise), score_levels=score_levels,
                           min_margin=min_margin, debias=debias,
                           permutations=permutations, context=context,

@@ -113,8 +113,11 @@ def train_world_judge(examples: Sequence[tuple[str, str, str]], out_dir: str | P
     train_world_tokenizer([p + a for p, a in docs], out_dir / "tokenizer.json", vocab_size=512)
     tokenizer = load_world_tokenizer(out_dir / "tokenizer.json")
     model = new_tiny_lm(tiny_lm_config(len(tokenizer), hidden_size=JUDGE_HIDDEN, layers=JUDGE_LAYERS), seed)
-    stages = [pool for group in focus_stages(focus_answers) if focus_steps > 0
-              if (pool := [d for d in train if d[1] in {" " + " ".join(a.split()) for a in group}])]
+    stages: list[list[tuple[str, str]]] = []  # each focus stage's examples, in turn
+    for group in focus_stages(focus_answers) if focus_steps > 0 else []:
+        wanted = {" " + " ".join(a.split()) for a in group}
+        if pool := [d for d in train if d[1] in wanted]:
+            stages.append(pool)
     total = steps + focus_steps * len(stages)  # one warmup and cosine over every phase
 
     def draw(step: int) -> list[tuple[str, str]]:
@@ -212,7 +215,7 @@ def cached_world_judge(benchmark: Any, *, seed: int = 0, progress: bool = False)
     training it on first use (cached in ``$RLAIF_CACHE/world-judge`` by a digest of the
     examples, built in a temp dir and renamed into place). A benchmark may name answers
     whose examples are read alone first (``judge_focus_answers``, one group or several
-    read in turn: the video world's directions, then colours, sizes and shapes, which the
+    read in turn: the video world's directions, then shapes, sizes and colours, which the
     judge read poorly inside the mixture)."""
     from rlaif.plugins.encoders.tiny_conv import cache_root
 

@@ -43,7 +43,7 @@ def test_generate_mode_through_the_real_client(judge_server: Any, group_of: Any)
     groups = [group_of(b, ANSWERS[: 2 + b], context="a red square moves left") for b in range(3)]
     oracle = build_llm_judge(judge_url=judge_server.url + "/v1", model="tiny", mode="generate",
                              context="narrative", concurrency=3)
-    assert oracle.debias is None  # listwise: no per-answer verdicts to correct
+    assert oracle.debias is None  # off by default (and pointwise only)
     rankings = oracle.rank(groups)
     check_rankings(rankings, groups)
     assert judge_server.requests() == 3

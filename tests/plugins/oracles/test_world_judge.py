@@ -110,9 +110,8 @@ def test_judge_is_cached_by_what_it_read(world: Any, tmp_path: Path, monkeypatch
         judge_focus_answers = (("left", "right"), ("red", "blue"))
 
     assert cached_world_judge(Staged(3)) not in (first, cached_world_judge(Focused(3))) and len(calls) == 4
-    # The world judge judges pointwise, so its answer leanings are corrected by default.
-    assert build_llm_judge(judge="world", benchmark=Few(3), context="none").debias is not None and len(calls) == 4
-    assert build_llm_judge(judge="world", benchmark=Few(3), context="none", debias=False).debias is None
+    assert build_llm_judge(judge="world", benchmark=Few(3), context="none").debias is None and len(calls) == 4
+    assert build_llm_judge(judge="world", benchmark=Few(3), context="none", debias=True).debias is not None
 
 
 def test_focus_answers_are_read_alone_first(examples: list[tuple[str, str, str]], tmp_path: Path) -> None:
@@ -289,7 +288,7 @@ def test_debias_removes_what_the_judge_says_of_an_answer_everywhere(judge_dir: P
     def bias_over(p_small: list[float], p_big: list[float]) -> tuple[AnswerBias, list[Group]]:
         bias = AnswerBias(min_count=2)
         groups = [group_of(i, ["small", "big"]) for i in range(len(p_small))]
-        bias.update((g, [s, b]) for g, s, b in zip(groups, p_small, p_big, strict=True))
+        bias.update((g, [s, b], {}) for g, s, b in zip(groups, p_small, p_big, strict=True))
         return bias, groups
 
     # The judge leans to "small" everywhere (0.8 against 0.4): on its own that lean ties.
@@ -302,16 +301,47 @@ def test_debias_removes_what_the_judge_says_of_an_answer_everywhere(judge_dir: P
     assert corrected[1] > corrected[0]  # raw 0.7 > 0.6 for "small"; after the lean is removed, "big" wins
     assert bias.correct(groups[3], [0.7, 0.6]) == bias.correct(groups[3], [0.7, 0.6])
     rare = AnswerBias(min_count=10)
-    rare.update([(groups[0], [0.8, 0.4])])
+    rare.update([(groups[0], [0.8, 0.4], {})])
     assert rare.correct(groups[0], [0.8, 0.4]) == pytest.approx([0.8, 0.4])  # too few to estimate: as is
+
+    # A judge with no lean (right 0.9, wrong 0.1) and a policy that over-says "small": it
+    # says "small" everywhere and "big" only where the object is big. Scored only where
+    # sampled, "big" looks favoured (it is always right when said) and the correction
+    # would hand the policy's lean back; scored as a rival everywhere, it does not.
+    truth = ["small", "big"] * 6
+    said = [group_of(i, ["small", "big"] if t == "big" else ["small", "small"]) for i, t in enumerate(truth)]
+
+    def verdict(t: str, a: str) -> float:
+        return 0.9 if a == t else 0.1
+
+    naive, fair = AnswerBias(min_count=2), AnswerBias(min_count=2)
+    for g, t in zip(said, truth, strict=True):
+        scores = [verdict(t, r.text) for r in g.rollouts]
+        naive.update([(g, scores, {})])
+        fair.update([(g, scores, {} if t == "big" else {"big": verdict(t, "big")})])
+    big_item = said[1]
+    raw, confounded, unconfounded = [0.1, 0.9], naive.correct(big_item, [0.1, 0.9]), fair.correct(big_item, [0.1, 0.9])
+    assert unconfounded == pytest.approx(raw)  # no lean to take out
+    assert confounded[1] - confounded[0] < 0.7 * (raw[1] - raw[0])  # the policy's lean handed back in part
+    rivals = AnswerBias(min_count=2, min_together=2)
+    rivals.update((g, [0.5, 0.5], {}) for g in said)
+    assert rivals.rivals(group_of(99, ["small", "small"])) == ["big"]  # set against "small" in 6 groups
+    assert rivals.rivals(group_of(99, ["small", "big"])) == []  # nothing left to add
+    assert rivals.together[AnswerBias.key(big_item, "small")]["big"] == 6
 
     oracle = LLMJudgeOracle(WorldJudgeBackend(judge_dir), pointwise=True, debias=True, context="none")
     answers = ["red", "blue", "two", "red"]
     first = oracle.rank([group_of(0, answers), group_of(1, answers)])
     assert all(r.ok and r.scores is not None for r in first)
     assert first[0].scores is not None and first[0].scores[0] == first[0].scores[3]  # same answer, same score
-    assert oracle.debias is not None and oracle.debias.sums[AnswerBias.key(first_group := group_of(0, answers), "red")][1] == 4
+    first_group = group_of(0, answers)
+    assert oracle.debias is not None and oracle.debias.sums[AnswerBias.key(first_group, "red")][1] == 2  # once a group
     assert AnswerBias.key(first_group, " Red. ") == AnswerBias.key(first_group, "red")
+    oracle.debias = AnswerBias(min_count=1, min_together=1)  # the judge scores rivals as soon as seen together
+    oracle.rank([group_of(0, answers)])
+    alone = oracle.rank([group_of(2, ["red", "red"])])[0]
+    assert alone.ok and alone.scores is not None and len(alone.scores) == 2  # rivals are not ranked
+    assert oracle.debias.sums[AnswerBias.key(first_group, "blue")][1] == 2  # but scored: "blue" in the second group too
     with pytest.raises(ConfigError, match="debias"):
         LLMJudgeOracle(WorldJudgeBackend(judge_dir), debias=True)
 
