@@ -120,7 +120,9 @@ def tiny_setup(root: Path) -> Path:
     )
     from rlaif.plugins.policies.tiny_video_lm import TinyVideoLM, world_texts
 
-    world_options = {"n_sft": 4, "n_rl": 16, "n_test": 12, "min_frames": 16, "max_frames": 24, "progress": False}
+    # Every labelled question (label_lean 0): from 4 videos, a leaning split leaves too few reward-model pairs.
+    world_options = {"n_sft": 4, "n_rl": 16, "n_test": 12, "min_frames": 16, "max_frames": 24, "label_lean": 0.0,
+                     "progress": False}
     world = VideoWorld(root=str(root / "world"), seed=0, **world_options)
     texts = world_texts(world)
     tokenizer = train_world_tokenizer(texts, root / "base" / "tokenizer.json", vocab_size=512)
