@@ -49,8 +49,7 @@ def main() -> None:
     from rlaif.plugins.benchmarks.video_world import VideoWorld
     from rlaif.plugins.oracles.llm_judge import narrative_writer
     from rlaif.plugins.oracles.narrative import MemoryNarratives, narrative_for, prefetch_narratives
-    from rlaif.plugins.policies.tiny_video_lm import TinyVideoLM
-    from rlaif.train.sft import default_sft_dir
+    from rlaif.train.oracle_check import default_policy
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--captioner", default="sft")
@@ -59,7 +58,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(2)
     world = VideoWorld()
-    policy = TinyVideoLM.load(default_sft_dir(world), frames=world.frames)  # as a run loads it
+    policy = default_policy(world, seed=0, progress=True)  # as a run loads it (built on first use)
     writer = narrative_writer(args.captioner, policy, world, progress=True)
     videos = world.videos("test")[: args.videos]
     store = MemoryNarratives()
