@@ -130,9 +130,11 @@ def visible_prompt(prompt: Prompt, oracle: Any) -> Prompt:
 #: What every oracle may read from the benchmark besides frames: the labelled material a
 #: judge may be *trained* on (the ``sft`` split and scenes in no split, never
 #: ``rl``/``test``), which answers a judge should learn to read alone first (a
-#: vocabulary, not an annotation), and the fresh scenes (in no split) a judge is adapted
-#: on to read its captioner's narratives.
-TRAINING_MATERIAL = frozenset({"judge_training_examples", "judge_focus_answers", "judge_adaptation_scenes"})
+#: vocabulary, not an annotation), the fresh scenes (in no split) a judge is adapted
+#: on to read its captioner's narratives, and the fresh videos' captions (in no split;
+#: the SFT policy's grounding stage read them) a captioner is tuned on.
+TRAINING_MATERIAL = frozenset({"judge_training_examples", "judge_focus_answers", "judge_adaptation_scenes",
+                               "alignment_examples"})
 
 
 class OracleBenchmarkView:
@@ -141,7 +143,8 @@ class OracleBenchmarkView:
     Any oracle may decode frames (to caption clips, or count them), read the
     benchmark's ``name`` and ``has_ground_truth``, and train on its
     ``judge_training_examples()`` (with ``judge_focus_answers`` and
-    ``judge_adaptation_scenes``) when it has them. The
+    ``judge_adaptation_scenes``) and tune a captioner on its ``alignment_examples()``
+    when it has them. The
     rest -- ``item_score``, ``narrative``, ``prompts``, annotations -- is ground truth, and
     opens only when the built oracle declares ``needs_reference`` (:func:`build_oracle` calls :meth:`grant`);
     before that, reading it is a loud :class:`~rlaif.core.errors.OracleError`, not a quiet

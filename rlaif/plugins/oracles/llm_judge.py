@@ -675,9 +675,10 @@ def _check_options(mode: str, context: str, on_failure: str, permutations: int, 
         raise ConfigError(problems)
 
 
-#: ``captioner`` choices besides a directory: the run's policy as its SFT self (VLM-RLAIF), or
-#: a caption-tuned copy of the SFT policy (``rlaif.train.captioner``).
-CAPTIONERS = ("sft", "tuned")
+#: ``captioner`` choices besides a directory: ``tuned`` where it can be built, else ``sft``;
+#: the run's policy as its SFT self (VLM-RLAIF); a caption-tuned copy of the SFT policy
+#: (``rlaif.train.captioner``).
+CAPTIONERS = ("auto", "sft", "tuned")
 
 
 def narrative_writer(captioner: str, policy: Any, benchmark: Any, *, progress: bool = False) -> Any:
@@ -685,11 +686,16 @@ def narrative_writer(captioner: str, policy: Any, benchmark: Any, *, progress: b
 
     ``sft``: the run's policy with its RL adapter off (VLM-RLAIF). ``tuned``: the SFT
     policy continued on fresh captions alone (a tiny-video-lm loaded from a saved SFT
-    policy; built once, cached; it names colours and sizes far better, README). Anything
-    else: a saved policy directory, loaded by the run's policy class."""
+    policy; built once, cached; it names colours and sizes far better, README). ``auto``:
+    ``tuned`` where the policy is such a tiny-video-lm and the benchmark offers fresh
+    captions (``alignment_examples``), else ``sft``. Anything else: a saved policy
+    directory, loaded by the run's policy class."""
     from pathlib import Path
 
     source = _sft_source(policy)
+    if captioner == "auto":
+        tunable = source is not None and callable(getattr(benchmark, "alignment_examples", None))
+        captioner = "tuned" if tunable else "sft"
     if captioner == "sft":
         return PolicyCaptioner(policy)
     if captioner == "tuned":
@@ -738,7 +744,7 @@ def build_llm_judge(
     permutations: int = 1,
     context: str = "narrative",
     n_clips: int = 3,
-    captioner: str = "sft",
+    captioner: str = "auto",
     template: str | None = None,
     timeout: float = 30.0,
     step_timeout: float = 60.0,
@@ -795,10 +801,13 @@ def build_llm_judge(
     :param permutations: listwise candidate orders to judge and aggregate (Borda).
     :param context: ``narrative``, ``none`` or ``gold`` (upper-bound diagnostic).
     :param n_clips: clips per narrative (VLM-RLAIF: 3).
-    :param captioner: who writes the narratives: ``sft`` (default: the run's policy as its
-        SFT self, as VLM-RLAIF does), ``tuned`` (that SFT policy continued on fresh scenes'
-        captions alone, built once and cached: it names colours and sizes right far more
-        often) or a saved policy directory (:func:`narrative_writer`).
+    :param captioner: who writes the narratives: ``auto`` (default: ``tuned`` where the
+        policy is a saved tiny-video-lm and the benchmark offers fresh captions, else
+        ``sft``), ``sft`` (the run's policy as its SFT self, as VLM-RLAIF does), ``tuned``
+        (that SFT policy continued on fresh scenes' captions alone, built once and cached:
+        it names colours and sizes right far more often, and the world judge reading its
+        3-clip narratives ranks at Kendall tau 0.440 against 0.362, README) or a saved
+        policy directory (:func:`narrative_writer`).
     :param template: user-message template; ``{question} {context} {candidates}
         {labels}`` and optionally ``{instruction}``.
     :param timeout, retries, concurrency: per-request seconds, retries on timeouts /

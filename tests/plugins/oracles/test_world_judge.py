@@ -379,9 +379,37 @@ def test_a_tuned_captioner_writes_the_narratives(world: Any, small_video_policy:
         narrative_writer(str(tmp_path / "missing"), run_policy, world)
     with pytest.raises(OracleError, match="captioner='sft'"):
         narrative_writer("tuned", small_video_policy, world)  # not loaded from a saved SFT policy
+    assert narrative_writer("auto", small_video_policy, world).name == "policy:tiny-video-lm:sft"
 
     class NoCaptions:
         name = "no-captions"
 
     with pytest.raises(UsageError, match="no fresh clip captions"):
         caption_examples(NoCaptions(), 3)
+
+
+def test_an_oracle_builds_the_tuned_captioner_from_what_it_may_read(
+        world: Any, small_video_policy: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """In a run the oracle holds only the benchmark's training material (the
+    OracleBenchmarkView): the tuned captioner reads fresh captions alone, so it builds
+    there, and ``auto`` (the default) picks it for a policy loaded from a saved SFT
+    directory. Its cache key is what it read, not the splits' annotations."""
+    from rlaif.plugins.oracles.llm_judge import narrative_writer
+    from rlaif.plugins.policies.tiny_video_lm import TinyVideoLM
+    from rlaif.train import captioner as tuning
+    from rlaif.train.rl import OracleBenchmarkView
+
+    monkeypatch.setenv("RLAIF_CACHE", str(tmp_path / "cache"))
+    real = tuning.tune_captioner
+    monkeypatch.setattr(tuning, "tune_captioner", lambda source, out, **kw: real(
+        source, out, **{**kw, "n_videos": 3, "epochs": 1, "batch_size": 4, "max_steps": 2}))
+    sft = tmp_path / "sft"
+    small_video_policy.save(sft)
+    run_policy = TinyVideoLM.load(sft, frames=world.frames)
+    view = OracleBenchmarkView(world)
+    writer = narrative_writer("auto", run_policy, view)
+    assert writer.name.startswith("captioner:") and writer.frozen is False
+    assert narrative_writer("tuned", run_policy, view).name == writer.name  # built once, cached
+    assert narrative_writer("tuned", run_policy, world).name == writer.name  # the same key unwrapped
+    with pytest.raises(OracleError, match="needs_reference"):
+        view.clip_captions(world.videos("sft")[0])  # the annotations stay closed
