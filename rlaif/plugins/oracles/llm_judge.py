@@ -21,7 +21,9 @@ How it judges (options of :func:`build_llm_judge`):
   their agreement -- the mean pairwise Kendall tau-b -- goes into the rationale as
   ``agreement=...`` and into :attr:`LLMJudgeOracle.last_agreement`.
 * **Context**: ``context="narrative"`` builds (and caches) the VLM-RLAIF narrative of
-  the video with :func:`narrative.narrative_for` using the wired policy as captioner;
+  the video with :func:`narrative.narrative_for`, captioned by ``captioner`` (default
+  ``auto``: the SFT policy's caption-tuned copy where it can be built, else the wired
+  policy itself);
   ``"none"`` judges blind; ``"gold"`` uses the benchmark's ground-truth narrative -- an
   upper-bound diagnostic only, so that oracle declares ``needs_reference``.
 
