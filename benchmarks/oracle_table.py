@@ -122,7 +122,8 @@ def main() -> None:
         print(f"world judge prefers the reference to a near miss ({context} narrative): "
               + ", ".join(f"{q} {v:.2f}" for q, v in per_type.items()))
     if args.json:
-        args.json.write_text(json.dumps({"rows": rows, "captioner": writer.name, "caption_score": captions, "near_miss": probes}, indent=2))
+        args.json.write_text(json.dumps({"rows": rows, "captioner": writer.name, "caption_score": captions,
+                                         "near_miss": probes}, indent=2))
 
 
 if __name__ == "__main__":

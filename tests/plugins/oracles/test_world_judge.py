@@ -400,16 +400,21 @@ def test_an_oracle_builds_the_tuned_captioner_from_what_it_may_read(
     from rlaif.train.rl import OracleBenchmarkView
 
     monkeypatch.setenv("RLAIF_CACHE", str(tmp_path / "cache"))
-    real = tuning.tune_captioner
-    monkeypatch.setattr(tuning, "tune_captioner", lambda source, out, **kw: real(
-        source, out, **{**kw, "n_videos": 3, "epochs": 1, "batch_size": 4, "max_steps": 2}))
+    real, builds = tuning.tune_captioner, []
+
+    def small(source: Any, out: Any, **kw: Any) -> Any:
+        builds.append(source)
+        return real(source, out, **{**kw, "n_videos": 3, "epochs": 1, "batch_size": 4, "max_steps": 2})
+
+    monkeypatch.setattr(tuning, "tune_captioner", small)
     sft = tmp_path / "sft"
     small_video_policy.save(sft)
     run_policy = TinyVideoLM.load(sft, frames=world.frames)
     view = OracleBenchmarkView(world)
     writer = narrative_writer("auto", run_policy, view)
     assert writer.name.startswith("captioner:") and writer.frozen is False
-    assert narrative_writer("tuned", run_policy, view).name == writer.name  # built once, cached
+    assert narrative_writer("tuned", run_policy, view).name == writer.name
     assert narrative_writer("tuned", run_policy, world).name == writer.name  # the same key unwrapped
+    assert len(builds) == 1  # built once, then cached
     with pytest.raises(OracleError, match="needs_reference"):
         view.clip_captions(world.videos("sft")[0])  # the annotations stay closed
