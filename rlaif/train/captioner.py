@@ -75,9 +75,9 @@ def cached_captioner(benchmark: Any, policy_dir: str | Path, *, progress: bool =
 
     source = Path(policy_dir).resolve()
     digest = hashlib.sha256()
-    for item in caption_examples(benchmark):
+    for item in caption_examples(benchmark, CAPTION_VIDEOS):  # the videos the build below reads
         digest.update(f"{item.prompt.prompt_id}\x1f{item.answer}\x1e".encode())
     recipe = f"{CAPTIONER_RECIPE}|{source}|{digest.hexdigest()[:16]}"
     target = cache_root() / "captioner" / hashlib.sha256(recipe.encode()).hexdigest()[:16]
-    return cached_build(target, lambda tmp: tune_captioner(source, tmp, benchmark=benchmark, progress=progress),
-                        done="sft.json")
+    return cached_build(target, lambda tmp: tune_captioner(source, tmp, benchmark=benchmark, n_videos=CAPTION_VIDEOS,
+                                                           progress=progress), done="sft.json")
