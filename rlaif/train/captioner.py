@@ -12,7 +12,8 @@ questions, so it is kept apart: the policy RL trains stays the SFT policy, and t
 only writes narratives. It learns from fresh scenes only (``alignment_examples``, videos in
 no split), the same data the SFT grounding stage reads.
 
-``cached_captioner`` builds it once per SFT policy and world ($RLAIF_CACHE/captioner).
+``cached_captioner`` builds it once per SFT policy and world ($RLAIF_CACHE/captioner; the
+default one ships pre-built, :mod:`rlaif.core.cache`).
 ``llm-judge`` writes its narratives with it by default (``captioner = "auto"``), where the
 run's policy is a saved tiny-video-lm: its 3-clip narratives raised the world judge's
 Kendall tau from 0.362 to 0.440 (README, "Judges").
@@ -31,6 +32,8 @@ CAPTION_VIDEOS = 2000
 CAPTION_EPOCHS = 14
 CAPTION_LR = 1e-3
 CAPTION_BATCH = 16
+#: What a saved policy's identity leaves out: the resumable stages ``rlaif sft`` keeps.
+SKIPPED = ("stages",)
 
 
 def caption_examples(benchmark: Any, n_videos: int = CAPTION_VIDEOS) -> list[Any]:
@@ -68,16 +71,25 @@ def tune_captioner(policy_dir: str | Path, out_dir: str | Path, *, benchmark: An
 
 def cached_captioner(benchmark: Any, policy_dir: str | Path, *, progress: bool = False) -> Path:
     """Directory of the caption-tuned copy of the policy saved at ``policy_dir``, built on
-    first use (cached by recipe, policy directory and a digest of the captions it reads).
-    It reads only fresh videos' captions, so an oracle, which may not read a split's
-    annotations, can build it (``alignment_examples`` is training material)."""
-    from rlaif.plugins.encoders.tiny_conv import cache_root, cached_build
+    first use (cached by recipe, the policy's weights and a digest of the captions it
+    reads; by weights, not by path, so the same policy anywhere finds the same entry,
+    shipped pre-built included). It reads only fresh videos' captions, so an oracle, which
+    may not read a split's annotations, can build it (``alignment_examples`` is training
+    material)."""
+    from rlaif.plugins.encoders.tiny_conv import cached_build
 
     source = Path(policy_dir).resolve()
+    return cached_build(captioner_dir(benchmark, source),
+                        lambda tmp: tune_captioner(source, tmp, benchmark=benchmark, n_videos=CAPTION_VIDEOS,
+                                                   progress=progress), done="sft.json")
+
+
+def captioner_dir(benchmark: Any, policy_dir: str | Path) -> Path:
+    """Where :func:`cached_captioner` keeps the captioner of the policy at ``policy_dir``."""
+    from rlaif.core.cache import cache_root, tree_digest
+
     digest = hashlib.sha256()
-    for item in caption_examples(benchmark, CAPTION_VIDEOS):  # the videos the build below reads
+    for item in caption_examples(benchmark, CAPTION_VIDEOS):  # the videos the build reads
         digest.update(f"{item.prompt.prompt_id}\x1f{item.answer}\x1e".encode())
-    recipe = f"{CAPTIONER_RECIPE}|{source}|{digest.hexdigest()[:16]}"
-    target = cache_root() / "captioner" / hashlib.sha256(recipe.encode()).hexdigest()[:16]
-    return cached_build(target, lambda tmp: tune_captioner(source, tmp, benchmark=benchmark, n_videos=CAPTION_VIDEOS,
-                                                           progress=progress), done="sft.json")
+    recipe = f"{CAPTIONER_RECIPE}|{tree_digest(Path(policy_dir), exclude=SKIPPED)}|{digest.hexdigest()[:16]}"
+    return cache_root() / "captioner" / hashlib.sha256(recipe.encode()).hexdigest()[:16]

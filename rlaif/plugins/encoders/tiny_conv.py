@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import random
 import shutil
 import tempfile
@@ -42,13 +41,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from rlaif.core.cache import cache_root, fetch_prebuilt
+
 #: Bumped when the architecture or the pre-training recipe changes (invalidates caches).
 RECIPE_VERSION = "tiny-conv/5"
-
-
-def cache_root() -> Path:
-    """Where built artefacts are cached: ``$RLAIF_CACHE`` or ``~/.cache/rlaif``."""
-    return Path(os.environ.get("RLAIF_CACHE") or Path.home() / ".cache" / "rlaif")
 
 
 _E = TypeVar("_E", bound="SavedEncoder")
@@ -89,10 +85,11 @@ class SavedEncoder(nn.Module):
 
 
 def cached_build(target: Path, build: Callable[[Path], Any], done: str = "model.safetensors") -> Path:
-    """``target``, built by ``build(tmp_dir)`` unless ``target/done`` exists: in a temp
+    """``target``, built by ``build(tmp_dir)`` unless ``target/done`` exists or ships
+    pre-built (:func:`~rlaif.core.cache.fetch_prebuilt`): in a temp
     dir renamed into place, so an interrupted or concurrent build never leaves a
     half-written cache entry (a concurrent builder's result is as good as ours)."""
-    if (target / done).exists():
+    if (target / done).exists() or fetch_prebuilt(target, done):
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=target.parent))

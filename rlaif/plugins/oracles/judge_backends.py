@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from rlaif.core.cache import cache_root
 from rlaif.core.errors import OracleError
 
 log = logging.getLogger(__name__)
@@ -81,11 +82,6 @@ class JudgeBackend(Protocol):
     def score_labels(
         self, conversations: Sequence[Conversation], labels: Sequence[Sequence[str]], *, answer_prefix: str
     ) -> list[JudgeReply]: ...
-
-
-def cache_root() -> Path:
-    """``$RLAIF_CACHE`` or ``~/.cache/rlaif``."""
-    return Path(os.environ.get("RLAIF_CACHE") or Path.home() / ".cache" / "rlaif")
 
 
 def summarize_logprobs(labels: Sequence[str], logprobs: Sequence[float]) -> str:

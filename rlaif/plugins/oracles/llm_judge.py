@@ -681,6 +681,8 @@ def _check_options(mode: str, context: str, on_failure: str, permutations: int, 
 #: the run's policy as its SFT self (VLM-RLAIF); a caption-tuned copy of the SFT policy
 #: (``rlaif.train.captioner``).
 CAPTIONERS = ("auto", "sft", "tuned")
+#: Clips per narrative by default (VLM-RLAIF's 3; the adapted judge is built for this cut).
+NARRATIVE_CLIPS = 3
 
 
 def narrative_writer(captioner: str, policy: Any, benchmark: Any, *, progress: bool = False) -> Any:
@@ -716,8 +718,14 @@ def narrative_writer(captioner: str, policy: Any, benchmark: Any, *, progress: b
     if not callable(load):
         raise OracleError(f"llm-judge captioner={captioner!r}: the run's policy cannot load a saved captioner; "
                           "pass captioner='sft'")
+    from rlaif.core.cache import tree_digest
+    from rlaif.train.captioner import SKIPPED
+
+    # Named by its weights, not its path: the adapted judge and stored narratives are keyed
+    # by this name, and a copy of the same captioner elsewhere must find them.
+    name = f"captioner:{tree_digest(path, exclude=SKIPPED)[:16]}"
     return PolicyCaptioner(load(path, frames=getattr(policy, "frames", None), new_adapter=False), frozen=False,
-                           name=f"captioner:{Path(path).resolve()}")
+                           name=name)
 
 
 def _sft_source(policy: Any) -> str | None:
@@ -745,7 +753,7 @@ def build_llm_judge(
     adapt: bool = True,
     permutations: int = 1,
     context: str = "narrative",
-    n_clips: int = 3,
+    n_clips: int = NARRATIVE_CLIPS,
     captioner: str = "auto",
     template: str | None = None,
     timeout: float = 30.0,

@@ -40,6 +40,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from rlaif.core.cache import cache_root, fetch_prebuilt
 from rlaif.core.errors import OracleError
 
 JUDGE_RECIPE = "world-judge/5"
@@ -217,25 +218,32 @@ def cached_world_judge(benchmark: Any, *, seed: int = 0, progress: bool = False)
     whose examples are read alone first (``judge_focus_answers``, one group or several
     read in turn: the video world's directions, then shapes, sizes and colours, which the
     judge read poorly inside the mixture)."""
-    from rlaif.plugins.encoders.tiny_conv import cache_root
+    target = world_judge_dir(benchmark, seed=seed)
+    if (target / "judge.json").exists():
+        return target
+    examples = list(benchmark.judge_training_examples())
+    focus = focus_stages(tuple(getattr(benchmark, "judge_focus_answers", ())))
+    return _build_into(target, lambda tmp: train_world_judge(
+        examples, tmp, seed=seed, focus_answers=focus, focus_steps=FOCUS_STEPS if focus else 0, progress=progress))
 
+
+def world_judge_dir(benchmark: Any, *, seed: int = 0) -> Path:
+    """Where :func:`cached_world_judge` keeps the judge of ``benchmark`` (built or not)."""
     examples = list(benchmark.judge_training_examples())
     if not examples:
         raise OracleError("the benchmark gave no judge training examples")
     focus = focus_stages(tuple(getattr(benchmark, "judge_focus_answers", ())))
     recipe = (f"{JUDGE_RECIPE}|{examples_digest(examples)}|{seed}"
               + (f"|focus:{'/'.join(','.join(group) for group in focus)}" if focus else ""))
-    key = hashlib.sha256(recipe.encode()).hexdigest()[:16]
-    target = cache_root() / "world-judge" / key
-    if (target / "judge.json").exists():
-        return target
-    return _build_into(target, lambda tmp: train_world_judge(
-        examples, tmp, seed=seed, focus_answers=focus, focus_steps=FOCUS_STEPS if focus else 0, progress=progress))
+    return cache_root() / "world-judge" / hashlib.sha256(recipe.encode()).hexdigest()[:16]
 
 
 def _build_into(target: Path, build: Callable[[Path], Any]) -> Path:
     """``build`` a judge into a temp dir beside ``target`` and rename it into place, so
-    the cache never holds a half-written judge."""
+    the cache never holds a half-written judge; a judge shipped pre-built under the same
+    key (:mod:`rlaif.core.cache`) is copied instead."""
+    if fetch_prebuilt(target, "judge.json"):
+        return target
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=target.parent))
     try:
@@ -337,8 +345,20 @@ def cached_adapted_judge(benchmark: Any, captioner: Any, *, base: Path, cuts: Se
     3-clip narratives at once, it read 3 clips worse (tau 0.389 against 0.409, README).
     Cached in ``$RLAIF_CACHE/world-judge`` by the base judge, the captioner's name and
     what it says of the first :data:`PROBE_SCENES` scenes."""
-    from rlaif.plugins.encoders.tiny_conv import cache_root
+    target = adapted_judge_dir(benchmark, captioner, base=base, cuts=cuts, seed=seed, n_scenes=n_scenes)
+    if (target / "judge.json").exists():
+        return target
+    scenes = list(benchmark.judge_adaptation_scenes(n_scenes))
+    read = [e for n in cuts for e in captioned_examples(scenes, captioner, benchmark=benchmark, n_clips=n,
+                                                        progress=progress)]
+    original = list(benchmark.judge_training_examples())
+    return _build_into(target, lambda tmp: adapt_world_judge(base, read, original, tmp, seed=seed, progress=progress))
 
+
+def adapted_judge_dir(benchmark: Any, captioner: Any, *, base: Path, cuts: Sequence[int] = (3,), seed: int = 0,
+                      n_scenes: int = ADAPT_SCENES) -> Path:
+    """Where :func:`cached_adapted_judge` keeps that judge (built or not); captions the
+    first :data:`PROBE_SCENES` scenes to name the captioner."""
     scenes = list(benchmark.judge_adaptation_scenes(n_scenes))
     if not scenes:
         raise OracleError("the benchmark gave no scenes to adapt the world judge on")
@@ -346,13 +366,7 @@ def cached_adapted_judge(benchmark: Any, captioner: Any, *, base: Path, cuts: Se
                                                          n_clips=n)]
     recipe = (f"{ADAPT_RECIPE}|{Path(base).name}|{captioner.name}|clips={','.join(map(str, cuts))}|{len(scenes)}|"
               f"{seed}|{examples_digest(probe)}")
-    target = cache_root() / "world-judge" / f"adapted-{hashlib.sha256(recipe.encode()).hexdigest()[:16]}"
-    if (target / "judge.json").exists():
-        return target
-    read = probe + [e for n in cuts for e in captioned_examples(scenes[PROBE_SCENES:], captioner, benchmark=benchmark,
-                                                                n_clips=n, progress=progress)]
-    original = list(benchmark.judge_training_examples())
-    return _build_into(target, lambda tmp: adapt_world_judge(base, read, original, tmp, seed=seed, progress=progress))
+    return cache_root() / "world-judge" / f"adapted-{hashlib.sha256(recipe.encode()).hexdigest()[:16]}"
 
 
 # ----------------------------------------------------------------------------- backend

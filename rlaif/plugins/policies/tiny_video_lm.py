@@ -49,11 +49,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from rlaif.core.cache import cache_root, fetch_prebuilt
 from rlaif.core.errors import UsageError
 from rlaif.core.records import Prompt, Rollout, VideoRef
 from rlaif.plugins.encoders.tiny_conv import (
     TinyConvEncoder,
-    cache_root,
     cached_tiny_conv,
     default_benchmark,
     labelled_fingerprint,
@@ -790,7 +790,7 @@ def cached_base(benchmark: Any, *, seed: int = 0, n_frames: int = 8, progress: b
     encoder_dir = cached_encoder(benchmark, encoder=encoder, seed=seed, n_frames=n_frames, progress=progress)
     key = hashlib.sha256(f"{BASE_RECIPE}|{labelled_fingerprint(benchmark)}|{seed}".encode()).hexdigest()[:16]
     target = cache_root() / "tiny-video-lm-base" / key
-    if not (target / "lm" / "config.json").exists():
+    if not (target / "lm" / "config.json").exists() and not fetch_prebuilt(target, "lm/config.json"):
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=target.parent))
         try:
@@ -854,11 +854,13 @@ def build_tiny_video_lm(
 
 def default_sft_checkpoint(benchmark: Any, *, seed: int = 0, progress: bool = False) -> str:
     """``DefaultCheckpoint``: the SFT policy ``rlaif sft`` trains on ``benchmark``'s
-    pre-trained base (once, cached under ``$RLAIF_CACHE``); what RL starts from when the
-    config gives no ``[policy] path``."""
+    pre-trained base (once, cached under ``$RLAIF_CACHE``, or shipped pre-built:
+    :mod:`rlaif.core.cache`); what RL starts from when the config gives no ``[policy] path``."""
     from rlaif.train.sft import default_sft_dir, run_sft
 
     out = default_sft_dir(benchmark, seed=seed)
+    if not (out / "sft.json").exists():
+        fetch_prebuilt(out, "sft.json")
     run_sft(out, benchmark=benchmark, seed=seed, progress=progress)
     return str(out)
 
