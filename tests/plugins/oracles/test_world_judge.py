@@ -390,16 +390,11 @@ def test_a_tuned_captioner_writes_the_narratives(world: Any, small_video_policy:
         caption_examples(NoCaptions(), 3)
 
 
-def test_an_oracle_builds_the_tuned_captioner_from_what_it_may_read(
-        world: Any, small_video_policy: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """In a run the oracle holds only the benchmark's training material (the
-    OracleBenchmarkView): the tuned captioner reads fresh captions alone, so it builds
-    there, and ``auto`` (the default) picks it for a policy loaded from a saved SFT
-    directory. Its cache key is what it read, not the splits' annotations."""
-    from rlaif.plugins.oracles.llm_judge import narrative_writer
-    from rlaif.plugins.policies.tiny_video_lm import TinyVideoLM
+@pytest.fixture()
+def captioner_builds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """The policies a tuned captioner was built from, in a fresh cache, each build cut to
+    two steps on three videos."""
     from rlaif.train import captioner as tuning
-    from rlaif.train.rl import OracleBenchmarkView
 
     monkeypatch.setenv("RLAIF_CACHE", str(tmp_path / "cache"))
     real, builds = tuning.tune_captioner, []
@@ -409,6 +404,19 @@ def test_an_oracle_builds_the_tuned_captioner_from_what_it_may_read(
         return real(source, out, **{**kw, "n_videos": 3, "epochs": 1, "batch_size": 4, "max_steps": 2})
 
     monkeypatch.setattr(tuning, "tune_captioner", small)
+    return builds
+
+
+def test_an_oracle_builds_the_tuned_captioner_from_what_it_may_read(
+        world: Any, small_video_policy: Any, tmp_path: Path, captioner_builds: list[Any]) -> None:
+    """In a run the oracle holds only the benchmark's training material (the
+    OracleBenchmarkView): the tuned captioner reads fresh captions alone, so it builds
+    there, and ``auto`` (the default) picks it for a policy loaded from a saved SFT
+    directory. Its cache key is what it read, not the splits' annotations."""
+    from rlaif.plugins.oracles.llm_judge import narrative_writer
+    from rlaif.plugins.policies.tiny_video_lm import TinyVideoLM
+    from rlaif.train.rl import OracleBenchmarkView
+
     sft = tmp_path / "sft"
     small_video_policy.save(sft)
     run_policy = TinyVideoLM.load(sft, frames=world.frames)
@@ -417,13 +425,13 @@ def test_an_oracle_builds_the_tuned_captioner_from_what_it_may_read(
     assert writer.name.startswith("captioner:") and writer.frozen is False
     assert narrative_writer("tuned", run_policy, view).name == writer.name
     assert narrative_writer("tuned", run_policy, world).name == writer.name  # the same key unwrapped
-    assert len(builds) == 1  # built once, then cached
+    assert len(captioner_builds) == 1  # built once, then cached
     with pytest.raises(OracleError, match="needs_reference"):
         view.clip_captions(world.videos("sft")[0])  # the annotations stay closed
 
 
 def test_a_copy_of_the_sft_policy_elsewhere_finds_the_same_captioner(
-        world: Any, small_video_policy: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        world: Any, small_video_policy: Any, tmp_path: Path, captioner_builds: list[Any]) -> None:
     """The tuned captioner and the narratives' name are keyed by the policy's weights, not
     its path: the same SFT policy in another cache (a shipped one, a colleague's) reuses
     the captioner and the adapted judge built for it; a policy trained further does not."""
@@ -431,24 +439,15 @@ def test_a_copy_of_the_sft_policy_elsewhere_finds_the_same_captioner(
 
     from rlaif.plugins.oracles.llm_judge import narrative_writer
     from rlaif.plugins.policies.tiny_video_lm import TinyVideoLM
-    from rlaif.train import captioner as tuning
 
-    monkeypatch.setenv("RLAIF_CACHE", str(tmp_path / "cache"))
-    real, builds = tuning.tune_captioner, []
-
-    def small(source: Any, out: Any, **kw: Any) -> Any:
-        builds.append(source)
-        return real(source, out, **{**kw, "n_videos": 3, "epochs": 1, "batch_size": 4, "max_steps": 2})
-
-    monkeypatch.setattr(tuning, "tune_captioner", small)
     small_video_policy.save(tmp_path / "sft")
     shutil.copytree(tmp_path / "sft", tmp_path / "elsewhere" / "sft")
     here = narrative_writer("tuned", TinyVideoLM.load(tmp_path / "sft", frames=world.frames), world)
     there = narrative_writer("tuned", TinyVideoLM.load(tmp_path / "elsewhere" / "sft", frames=world.frames), world)
-    assert here.name == there.name and len(builds) == 1
+    assert here.name == there.name and len(captioner_builds) == 1
     changed = TinyVideoLM.load(tmp_path / "sft", frames=world.frames)
     with torch.no_grad():
         next(p for p in changed.projector.parameters()).add_(0.01)
     changed.save(tmp_path / "trained-further")
     other = narrative_writer("tuned", TinyVideoLM.load(tmp_path / "trained-further", frames=world.frames), world)
-    assert other.name != here.name and len(builds) == 2
+    assert other.name != here.name and len(captioner_builds) == 2
