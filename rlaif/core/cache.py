@@ -25,7 +25,7 @@ import shutil
 import sys
 import tempfile
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -104,6 +104,27 @@ def fetch_prebuilt(target: Path, done: str) -> bool:
     print(f"rlaif: using the shipped {entry.get('what', name)} ({name}; RLAIF_PREBUILT=off builds it)",
           file=sys.stderr)
     return (target / done).exists()
+
+
+def cached_build(target: Path, build: Callable[[Path], Any], done: str = "model.safetensors") -> Path:
+    """``target``, built by ``build(tmp_dir)`` unless ``target/done`` exists or ships
+    pre-built (:func:`fetch_prebuilt`): in a temp
+    dir renamed into place, so an interrupted or concurrent build never leaves a
+    half-written cache entry (a concurrent builder's result is as good as ours)."""
+    if (target / done).exists() or fetch_prebuilt(target, done):
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=target.parent))
+    try:
+        build(tmp)
+        try:
+            tmp.rename(target)
+        except OSError:  # someone else finished first
+            pass
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
 
 
 def ship(entries: Mapping[str, tuple[Path, str]], root: Path, *, exclude: Iterable[str] = (),

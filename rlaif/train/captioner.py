@@ -76,7 +76,7 @@ def cached_captioner(benchmark: Any, policy_dir: str | Path, *, progress: bool =
     shipped pre-built included). It reads only fresh videos' captions, so an oracle, which
     may not read a split's annotations, can build it (``alignment_examples`` is training
     material)."""
-    from rlaif.plugins.encoders.tiny_conv import cached_build
+    from rlaif.core.cache import cached_build
 
     source = Path(policy_dir).resolve()
     return cached_build(captioner_dir(benchmark, source),

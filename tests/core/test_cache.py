@@ -8,7 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from rlaif.core.cache import MANIFEST, PREBUILT_DIR, file_digest, read_manifest, ship, tree_digest
+from rlaif.core.cache import (
+    MANIFEST,
+    PREBUILT_DIR,
+    cached_build,
+    file_digest,
+    read_manifest,
+    ship,
+    tree_digest,
+)
 
 
 def _entry(root: Path, name: str = "judge/abc123") -> Path:
@@ -32,8 +40,6 @@ def shipped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def _cached(tmp_path: Path, name: str = "judge/abc123") -> tuple[Path, list[Path]]:
-    from rlaif.plugins.encoders.tiny_conv import cached_build
-
     builds: list[Path] = []
 
     def build(tmp: Path) -> None:

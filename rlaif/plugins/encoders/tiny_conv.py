@@ -28,11 +28,9 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-import shutil
-import tempfile
 import time
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -41,7 +39,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from rlaif.core.cache import cache_root, fetch_prebuilt
+from rlaif.core.cache import cache_root, cached_build
 
 #: Bumped when the architecture or the pre-training recipe changes (invalidates caches).
 RECIPE_VERSION = "tiny-conv/5"
@@ -82,27 +80,6 @@ class SavedEncoder(nn.Module):
         encoder = cls(**config)
         encoder.load_state_dict(load_file(str(directory / "model.safetensors")))
         return encoder.freeze()
-
-
-def cached_build(target: Path, build: Callable[[Path], Any], done: str = "model.safetensors") -> Path:
-    """``target``, built by ``build(tmp_dir)`` unless ``target/done`` exists or ships
-    pre-built (:func:`~rlaif.core.cache.fetch_prebuilt`): in a temp
-    dir renamed into place, so an interrupted or concurrent build never leaves a
-    half-written cache entry (a concurrent builder's result is as good as ours)."""
-    if (target / done).exists() or fetch_prebuilt(target, done):
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=target.parent))
-    try:
-        build(tmp)
-        try:
-            tmp.rename(target)
-        except OSError:  # someone else finished first
-            pass
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return target
 
 
 class TinyConvEncoder(SavedEncoder):

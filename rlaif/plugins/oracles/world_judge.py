@@ -33,14 +33,12 @@ import hashlib
 import json
 import math
 import random
-import shutil
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from rlaif.core.cache import cache_root, fetch_prebuilt
+from rlaif.core.cache import cache_root, cached_build
 from rlaif.core.errors import OracleError
 
 JUDGE_RECIPE = "world-judge/5"
@@ -223,8 +221,9 @@ def cached_world_judge(benchmark: Any, *, seed: int = 0, progress: bool = False)
         return target
     examples = list(benchmark.judge_training_examples())
     focus = focus_stages(tuple(getattr(benchmark, "judge_focus_answers", ())))
-    return _build_into(target, lambda tmp: train_world_judge(
-        examples, tmp, seed=seed, focus_answers=focus, focus_steps=FOCUS_STEPS if focus else 0, progress=progress))
+    return cached_build(target, lambda tmp: train_world_judge(
+        examples, tmp, seed=seed, focus_answers=focus, focus_steps=FOCUS_STEPS if focus else 0, progress=progress),
+        done="judge.json")
 
 
 def world_judge_dir(benchmark: Any, *, seed: int = 0) -> Path:
@@ -236,26 +235,6 @@ def world_judge_dir(benchmark: Any, *, seed: int = 0) -> Path:
     recipe = (f"{JUDGE_RECIPE}|{examples_digest(examples)}|{seed}"
               + (f"|focus:{'/'.join(','.join(group) for group in focus)}" if focus else ""))
     return cache_root() / "world-judge" / hashlib.sha256(recipe.encode()).hexdigest()[:16]
-
-
-def _build_into(target: Path, build: Callable[[Path], Any]) -> Path:
-    """``build`` a judge into a temp dir beside ``target`` and rename it into place, so
-    the cache never holds a half-written judge; a judge shipped pre-built under the same
-    key (:mod:`rlaif.core.cache`) is copied instead."""
-    if fetch_prebuilt(target, "judge.json"):
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=target.parent))
-    try:
-        build(tmp)
-        try:
-            tmp.rename(target)
-        except OSError:  # built concurrently; theirs is as good as ours
-            pass
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return target
 
 
 # ----------------------------------------------------------------------------- adaptation
@@ -352,7 +331,8 @@ def cached_adapted_judge(benchmark: Any, captioner: Any, *, base: Path, cuts: Se
     read = [e for n in cuts for e in captioned_examples(scenes, captioner, benchmark=benchmark, n_clips=n,
                                                         progress=progress)]
     original = list(benchmark.judge_training_examples())
-    return _build_into(target, lambda tmp: adapt_world_judge(base, read, original, tmp, seed=seed, progress=progress))
+    return cached_build(target, lambda tmp: adapt_world_judge(base, read, original, tmp, seed=seed, progress=progress),
+                        done="judge.json")
 
 
 def adapted_judge_dir(benchmark: Any, captioner: Any, *, base: Path, cuts: Sequence[int] = (3,), seed: int = 0,

@@ -37,8 +37,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import shutil
-import tempfile
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -49,7 +47,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from rlaif.core.cache import cache_root, fetch_prebuilt
+from rlaif.core.cache import cache_root, cached_build, fetch_prebuilt
 from rlaif.core.errors import UsageError
 from rlaif.core.records import Prompt, Rollout, VideoRef
 from rlaif.plugins.encoders.tiny_conv import (
@@ -790,25 +788,18 @@ def cached_base(benchmark: Any, *, seed: int = 0, n_frames: int = 8, progress: b
     encoder_dir = cached_encoder(benchmark, encoder=encoder, seed=seed, n_frames=n_frames, progress=progress)
     key = hashlib.sha256(f"{BASE_RECIPE}|{labelled_fingerprint(benchmark)}|{seed}".encode()).hexdigest()[:16]
     target = cache_root() / "tiny-video-lm-base" / key
-    if not (target / "lm" / "config.json").exists() and not fetch_prebuilt(target, "lm/config.json"):
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=target.parent))
-        try:
-            texts = world_texts(benchmark)
-            tokenizer = train_world_tokenizer(texts, tmp / "tokenizer.json")
-            words = sum(len(t.split()) for t in texts)  # ~1.3 tokens a word
-            steps = min(LM_STEPS, max(100, round(PASSES * 1.3 * words / (32 * 128))))
-            metrics = pretrain_tiny_lm(texts, tokenizer, tmp / "lm", seed=seed, steps=steps, batch_size=32,
-                                       seq_len=128, progress=progress)
-            (tmp / "base.json").write_text(json.dumps({"recipe": BASE_RECIPE, "seed": seed, "pretrain": metrics,
-                                                       "vocab_size": len(tokenizer), "documents": len(texts)}, indent=2))
-            try:
-                tmp.rename(target)
-            except OSError:  # built concurrently by someone else
-                pass
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
+
+    def build(tmp: Path) -> None:
+        texts = world_texts(benchmark)
+        tokenizer = train_world_tokenizer(texts, tmp / "tokenizer.json")
+        words = sum(len(t.split()) for t in texts)  # ~1.3 tokens a word
+        steps = min(LM_STEPS, max(100, round(PASSES * 1.3 * words / (32 * 128))))
+        metrics = pretrain_tiny_lm(texts, tokenizer, tmp / "lm", seed=seed, steps=steps, batch_size=32,
+                                   seq_len=128, progress=progress)
+        (tmp / "base.json").write_text(json.dumps({"recipe": BASE_RECIPE, "seed": seed, "pretrain": metrics,
+                                                   "vocab_size": len(tokenizer), "documents": len(texts)}, indent=2))
+
+    cached_build(target, build, done="lm/config.json")
     return {"encoder": encoder_dir, "tokenizer": target / "tokenizer.json", "lm": target / "lm"}
 
 
