@@ -42,9 +42,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from rlaif.core.cache import cache_root
 from rlaif.core.errors import UsageError
 from rlaif.core.records import Prompt
-from rlaif.plugins.oracles.judge_backends import Conversation, JudgeReply, cache_root
+from rlaif.plugins.oracles.judge_backends import Conversation, JudgeReply
 
 #: ``rlaif eval --scorer``: ``auto`` judges the items that need a judge and scores the
 #: rest by the benchmark's exact match; ``judge`` judges every item with a reference;

@@ -26,7 +26,8 @@ def default_models(benchmark: Any, *, build: bool = True, progress: bool = False
     models on ``benchmark``, each cached, fetched from the shipped set or (``build``)
     built. With ``build=False`` a model that is neither cached nor shipped is an error:
     the shipped set no longer matches the code."""
-    from rlaif.plugins.oracles.llm_judge import NARRATIVE_CLIPS, narrative_writer
+    from rlaif.plugins.oracles.llm_judge import narrative_writer
+    from rlaif.plugins.oracles.narrative import NARRATIVE_CLIPS
     from rlaif.plugins.oracles.world_judge import (
         adapted_judge_dir,
         cached_adapted_judge,

@@ -259,7 +259,8 @@ DEFAULT_SFT_SEED = 0
 
 def default_sft_dir(benchmark: Any, seed: int = 0) -> Path:
     """Where the default SFT policy for ``benchmark`` lives in the cache."""
-    from rlaif.plugins.encoders.tiny_conv import cache_root, labelled_fingerprint
+    from rlaif.core.cache import cache_root
+    from rlaif.plugins.encoders.tiny_conv import labelled_fingerprint
     from rlaif.plugins.policies.tiny_video_lm import BASE_RECIPE, encoder_recipe
 
     recipe = f"{SFT_RECIPE}|{encoder_recipe()}|{BASE_RECIPE}|{labelled_fingerprint(benchmark)}|{seed}"

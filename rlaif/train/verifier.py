@@ -247,12 +247,12 @@ def _yes_no(text: str) -> bool | None:
 def build_consistency_judge(options: dict[str, Any], store: Any = None) -> BackendConsistencyJudge | None:
     """The judge a dpo phase's options name (``judge_url``, or ``judge`` = ``smollm2`` or
     a model directory / hub id), or None when they name none."""
+    from rlaif.core.cache import cache_root
     from rlaif.plugins.oracles.judge_backends import (
         JsonlRequestCache,
         LocalHFBackend,
         OpenAIChatBackend,
         StoreRequestCache,
-        cache_root,
     )
 
     url, judge = options.get("judge_url") or "", options.get("judge") or ""

@@ -40,7 +40,8 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from rlaif.plugins.encoders.tiny_conv import SavedEncoder, cache_root, cached_build, world_fingerprint
+from rlaif.core.cache import cache_root, cached_build
+from rlaif.plugins.encoders.tiny_conv import SavedEncoder, world_fingerprint
 
 RECIPE_VERSION = "tiny-objects/1"
 

@@ -33,6 +33,7 @@ from typing import Any
 
 from rlaif.core.errors import ConfigError, OracleError
 from rlaif.core.records import Group, Ranking
+from rlaif.plugins.oracles.narrative import NARRATIVE_CLIPS
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +120,7 @@ class EmbeddingSimOracle:
     score_range = (-1.0, 1.0)  # cosine similarity
 
     def __init__(self, encoder: SentenceEncoder, *, target: str = "narrative", narrative: str = "generated",
-                 n_clips: int = 3, benchmark: Any = None, policy: Any = None, store: Any = None) -> None:
+                 n_clips: int = NARRATIVE_CLIPS, benchmark: Any = None, policy: Any = None, store: Any = None) -> None:
         self.encoder = encoder
         self.target = target
         self.narrative = narrative
@@ -212,7 +213,7 @@ class EmbeddingSimOracle:
 def build_embedding_sim(
     target: str = "narrative",
     narrative: str = "generated",
-    n_clips: int = 3,
+    n_clips: int = NARRATIVE_CLIPS,
     model: str | None = None,
     device: str = "auto",
     max_length: int = 256,

@@ -50,6 +50,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from rlaif.core.cache import cache_root
 from rlaif.core.errors import ConfigError, OracleError
 from rlaif.core.records import Group, Ranking
 from rlaif.plugins.oracles.judge_backends import (
@@ -60,9 +61,9 @@ from rlaif.plugins.oracles.judge_backends import (
     OpenAIChatBackend,
     PolicyJudgeBackend,
     StoreRequestCache,
-    cache_root,
 )
 from rlaif.plugins.oracles.narrative import (
+    NARRATIVE_CLIPS,
     GoldNarrative,
     MemoryNarratives,
     PolicyCaptioner,
@@ -207,7 +208,7 @@ class LLMJudgeOracle:
 
     def __init__(self, backend: Any, *, mode: str = "score", pairwise: bool = False, pointwise: bool = False,
                  score_levels: int | None = None, min_margin: float | None = None, debias: bool = False,
-                 permutations: int = 1, context: str = "narrative", n_clips: int = 3, template: str | None = None, on_failure: str = "skip",
+                 permutations: int = 1, context: str = "narrative", n_clips: int = NARRATIVE_CLIPS, template: str | None = None, on_failure: str = "skip",
                  seed: int = 0, max_new_tokens: int = 64, benchmark: Any = None, policy: Any = None,
                  store: Any = None, captioner: Any = None) -> None:
         _check_options(mode, context, on_failure, permutations, n_clips, max_new_tokens)
@@ -681,8 +682,6 @@ def _check_options(mode: str, context: str, on_failure: str, permutations: int, 
 #: the run's policy as its SFT self (VLM-RLAIF); a caption-tuned copy of the SFT policy
 #: (``rlaif.train.captioner``).
 CAPTIONERS = ("auto", "sft", "tuned")
-#: Clips per narrative by default (VLM-RLAIF's 3; the adapted judge is built for this cut).
-NARRATIVE_CLIPS = 3
 
 
 def narrative_writer(captioner: str, policy: Any, benchmark: Any, *, progress: bool = False) -> Any:

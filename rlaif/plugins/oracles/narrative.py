@@ -27,6 +27,9 @@ from rlaif.core.records import Prompt, VideoRef
 DESCRIBE_PROMPT = "Describe this video in detail."
 #: Frames sampled over the whole video before cutting clips (VLM-RLAIF samples 50).
 DEFAULT_N_FRAMES = 50
+#: Clips a narrative is cut into by default (VLM-RLAIF's 3; the adapted world judge is
+#: built for the cut a run uses).
+NARRATIVE_CLIPS = 3
 
 
 @runtime_checkable
@@ -171,7 +174,7 @@ def narrative_for(
     *,
     benchmark: Any,
     captioner: Any,
-    n_clips: int = 3,
+    n_clips: int = NARRATIVE_CLIPS,
     max_clip_frames: int = 20,
     n_frames: int = DEFAULT_N_FRAMES,
     store: Any = None,
@@ -217,7 +220,7 @@ def _keep(ref: VideoRef, key: str, clips: Sequence[Sequence[int]], captions: Seq
     return text
 
 
-def prefetch_narratives(videos: Sequence[VideoRef], *, benchmark: Any, captioner: Any, store: Any, n_clips: int = 3,
+def prefetch_narratives(videos: Sequence[VideoRef], *, benchmark: Any, captioner: Any, store: Any, n_clips: int = NARRATIVE_CLIPS,
                         max_clip_frames: int = 20, n_frames: int = DEFAULT_N_FRAMES) -> None:
     """Caption every clip of the ``videos`` whose narrative ``store`` lacks in one batch
     (a captioner with ``caption_videos``), so :func:`narrative_for` then finds them all
