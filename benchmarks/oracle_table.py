@@ -1,9 +1,10 @@
 """The judge table of the README: how well each judge ranks SFT candidates, by context.
 
-    python benchmarks/oracle_table.py --groups 128 [--judges world self] [--json out.json]
+    python benchmarks/oracle_table.py --groups 128 [--judges world world:answer_first=false self] [--json out.json]
 
-For each judge (``llm-judge judge=world``, the default, and ``judge=self``, VLM-RLAIF's
-SFT policy judging itself) and each context (none, a 1-clip narrative, a 3-clip
+For each judge (``llm-judge judge=world``, the default; ``world:answer_first=false``, the
+world judge scoring by its probability of each answer alone; and ``judge=self``, VLM-RLAIF's
+SFT policy judging itself; ``NAME:key=value,...`` sets llm-judge options) and each context (none, a 1-clip narrative, a 3-clip
 narrative, written by ``llm-judge``'s default captioner, and the gold narrative as an
 upper bound), it runs ``rlaif oracle check`` on the same test-split groups (G = 4 SFT
 candidates; same seed, so the same candidates for every row) and prints top-1, Kendall
@@ -81,11 +82,11 @@ def main() -> None:
     import torch
 
     from rlaif.core.registry import load_plugins
-    from rlaif.train.oracle_check import default_policy, run_oracle_check
+    from rlaif.train.oracle_check import default_policy, parse_options, run_oracle_check
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--groups", type=int, default=128)
-    parser.add_argument("--judges", nargs="+", default=["world", "self"])
+    parser.add_argument("--judges", nargs="+", default=["world", "world:answer_first=false", "self"])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", type=Path, default=None)
@@ -96,13 +97,15 @@ def main() -> None:
     policy = default_policy(benchmark, seed=0, progress=True)
     rows: list[dict[str, Any]] = []
     for judge in args.judges:
+        name, _, extra = judge.partition(":")
         for label, options in CONTEXTS:
             started = time.perf_counter()
-            report = run_oracle_check("llm-judge", {"judge": judge, **options}, n_groups=args.groups, group_size=4,
+            chosen = {"judge": name, **parse_options(extra.split(",") if extra else []), **options}
+            report = run_oracle_check("llm-judge", chosen, n_groups=args.groups, group_size=4,
                                       seed=args.seed, benchmark=benchmark, policy=policy, registry=registry)
             run = report["runs"][0]
             rows.append({**run, "judge": judge, "context": label, "wall_s": time.perf_counter() - started})
-            print(f"{judge:6s} {label:8s} tau {run['kendall_tau']:+.3f} top1 {run['top1']:.3f} "
+            print(f"{judge} {label:8s} tau {run['kendall_tau']:+.3f} top1 {run['top1']:.3f} "
                   f"bias {run['position_bias']:.3f}", file=sys.stderr)
     from rlaif.plugins.oracles.llm_judge import narrative_writer
 
@@ -112,11 +115,15 @@ def main() -> None:
 
     judge_dir = cached_world_judge(benchmark)
     probes = {c: near_miss_accuracy(benchmark, judge_dir, c) for c in ("gold", "none")}
-    print("| judge | context | top-1 | Kendall τ | position bias | failures | s / group |")
-    print("|---|---|---|---|---|---|---|")
+    qtypes = sorted({q for r in rows for q in r["kendall_tau_by_type"]})
+    print("| judge | context | top-1 | Kendall τ | position bias | failures | s / group | "
+          + " | ".join(f"τ {q}" for q in qtypes) + " |")
+    print("|---|---|---|---|---|---|---|" + "---|" * len(qtypes))
     for r in rows:
+        per_type = " | ".join(f"{r['kendall_tau_by_type'][q]:+.2f}" if q in r["kendall_tau_by_type"] else "n/a"
+                              for q in qtypes)
         print(f"| {r['judge']} | {r['context']} | {r['top1']:.3f} | {r['kendall_tau']:+.3f} | "
-              f"{r['position_bias']:.3f} | {r['failure_rate']:.3f} | {r['latency_s']:.3f} |")
+              f"{r['position_bias']:.3f} | {r['failure_rate']:.3f} | {r['latency_s']:.3f} | {per_type} |")
     print(f"\ndefault captioner ({writer.name}), 3-clip captions vs gold (describe score 0-5): {captions:.2f}")
     for context, per_type in probes.items():
         print(f"world judge prefers the reference to a near miss ({context} narrative): "

@@ -97,6 +97,10 @@ def check_command(
     for run in result["runs"]:
         table.add_row(*[_cell(run.get(key), fmt) for _, key, fmt in COLUMNS])
     console.print(table)
+    for run in result["runs"]:
+        if len(run.get("kendall_tau_by_type") or {}) > 1:
+            console.print(f"τ by question type ({run['context']}): "
+                          + ", ".join(f"{q} {t:+.3f}" for q, t in run["kendall_tau_by_type"].items()))
     tied = max((r["groups_all_tied"] for r in result["runs"]), default=0)
     if tied:
         console.print(f"{tied} group(s) all tied under the ground truth: left out of top-1 and τ")

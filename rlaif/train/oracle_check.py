@@ -36,7 +36,7 @@ import math
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from rlaif.core.errors import UsageError
@@ -125,6 +125,8 @@ class OracleDiagnostics:
     permutation_agreement: float | None
     latency_s: float
     options: dict[str, Any]
+    #: Kendall tau per question type (``Prompt.qtype``), over the same groups.
+    kendall_tau_by_type: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -158,6 +160,7 @@ def diagnose(oracle: Any, groups: Sequence[Group], reference: Sequence[Ranking],
         permuted = list(oracle.rank([g for g, _ in flipped]))
 
     taus, tops, agreements, changed = [], [], [], []
+    by_type: dict[str, list[float]] = {}
     tied = 0
     failures = sum(not r.ok for r in rankings)
     for b, (ranking, truth) in enumerate(zip(rankings, reference, strict=True)):
@@ -165,6 +168,7 @@ def diagnose(oracle: Any, groups: Sequence[Group], reference: Sequence[Ranking],
             tied += 1
         elif ranking.ok:
             taus.append(kendall_tau_b(ranking.positions(), truth.positions()))
+            by_type.setdefault(groups[b].prompt.qtype, []).append(taus[-1])
             tops.append(top1_credit(ranking, truth))
         again = permuted[b]
         if ranking.ok and again is not None and again.ok:
@@ -178,6 +182,7 @@ def diagnose(oracle: Any, groups: Sequence[Group], reference: Sequence[Ranking],
         failure_rate=failures / len(groups) if groups else 0.0, top1=_mean(tops), kendall_tau=_mean(taus),
         position_bias=_mean(changed), permutation_agreement=_mean(agreements),
         latency_s=seconds / len(groups) if groups else 0.0, options=dict(options or {}),
+        kendall_tau_by_type={q: sum(v) / len(v) for q, v in sorted(by_type.items())},
     )
 
 

@@ -138,6 +138,19 @@ def test_reversed_oracle_has_tau_minus_one(world: Any, groups: list[Group]) -> N
     reference = GroundTruthOracle(world).rank(groups)
     d = diagnose(ReversedOracle(world), groups, reference)
     assert d.kendall_tau == pytest.approx(-1.0) and d.top1 == 0.0 and d.position_bias == 0.0
+    assert set(d.kendall_tau_by_type) == {g.prompt.qtype for g in groups}  # one tau per question type
+    assert all(t == pytest.approx(-1.0) for t in d.kendall_tau_by_type.values())
+
+
+def test_tau_by_question_type_averages_each_types_groups(world: Any, groups: list[Group]) -> None:
+    reference = GroundTruthOracle(world).rank(groups)
+    d = diagnose(FirstShownOracle(), groups, reference, permute=False)
+    per_group = [kendall_tau_b(r.positions(), t.positions()) for r, t in
+                 zip(FirstShownOracle().rank(groups), reference, strict=True)]
+    for qtype, tau in d.kendall_tau_by_type.items():
+        mine = [x for x, g in zip(per_group, groups, strict=True) if g.prompt.qtype == qtype]
+        assert tau == pytest.approx(sum(mine) / len(mine))
+    assert d.kendall_tau == pytest.approx(sum(per_group) / len(per_group))
 
 
 def test_position_bias_and_failures_are_measured(world: Any, groups: list[Group]) -> None:

@@ -748,6 +748,7 @@ def build_llm_judge(
     score_levels: int | None = None,
     min_margin: float | None = None,
     calibrate: bool = False,
+    answer_first: bool | None = None,
     debias: bool = False,
     adapt: bool = True,
     permutations: int = 1,
@@ -796,6 +797,12 @@ def build_llm_judge(
     :param calibrate: world judge only: weigh the answer's probability with the
         narrative against its probability without (see ``WorldJudgeBackend``); off by
         default (measured: lower tau, and RL collapses onto answers unlikely a priori).
+    :param answer_first: world judge only (default: on there, unless ``calibrate``): the judge answers the
+        question itself first, then scores each answer by its expected word F1 against its
+        own answer and the other candidates, each weighed by the judge's probability
+        (``WorldJudgeBackend.expected_agreement``), so a partly right sentence earns
+        partial credit. Off: the judge's probability of each answer alone (Kendall tau
+        with the gold narrative 0.647, on: 0.741; README).
     :param debias: pointwise only: batch calibration per answer (:class:`AnswerBias`):
         subtract the judge's mean log-odds for each answer of a question type over the run,
         so its leanings towards some answers do not become the policy's; each group's
@@ -830,6 +837,9 @@ def build_llm_judge(
     :param device: where a local judge model runs (``cpu``, ``cuda``, ``cuda:1``...).
     :param progress: (wiring) progress bars while the world judge trains on first use.
     """
+    if answer_first and (judge != "world" or judge_url is not None):
+        raise ConfigError(f"llm-judge answer_first is an option of the world judge; judge={judge!r} scores by "
+                          "its verdicts")
     writer: Any = None  # default: the wired policy as its SFT self (LLMJudgeOracle)
     if context == "narrative" and policy is not None:
         writer = narrative_writer(captioner, policy, benchmark, progress=progress)
@@ -860,7 +870,8 @@ def build_llm_judge(
         if adapt and context == "narrative" and policy is not None and callable(
                 getattr(benchmark, "judge_adaptation_scenes", None)):
             path = cached_adapted_judge(benchmark, writer, base=path, cuts=(n_clips,), progress=progress)
-        backend = WorldJudgeBackend(path, device=device, calibrate=calibrate)
+        backend = WorldJudgeBackend(path, device=device, calibrate=calibrate,
+                                    answer_first=not calibrate if answer_first is None else answer_first)
         pointwise = True if pointwise is None else pointwise
     elif judge == "smollm2":
         backend = LocalHFBackend.smollm2(device=device)

@@ -6,9 +6,13 @@ and a question, it answers. As a judge it scores each candidate answer (pointwis
 there is no label position to be biased by) by the probability it gives that answer
 after ``context: N question: Q answer:`` -- the geometric mean of its token
 probabilities, end of answer included, so a long answer is not penalised for its
-length. With a narrative the judge reads the answer off the context; without one it has
-only the question's priors, which is the VLM-RLAIF finding (no context < 1 clip < 3
-clips) made measurable by ``rlaif oracle check``.
+length -- or, by default in ``llm-judge``, it first answers the question itself and
+scores each candidate by its expected agreement (word F1) with what it believes
+(:meth:`WorldJudgeBackend.expected_agreement`), so a partly right sentence earns
+partial credit, as the ground truth gives it. With a narrative the judge reads the
+answer off the context; without one it has only the question's priors, which is the
+VLM-RLAIF finding (no context < 1 clip < 3 clips) made measurable by ``rlaif oracle
+check``.
 
 Why reading comprehension and not a yes/no verdict head: a verdict gives one bit per
 example, an answer gives a whole token distribution; at this size the answer objective
@@ -33,7 +37,9 @@ import hashlib
 import json
 import math
 import random
+import re
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -75,6 +81,19 @@ def examples_digest(examples: Sequence[tuple[str, str, str]]) -> str:
     for n, q, a in examples:
         h.update(f"{n}\x1f{q}\x1f{a}\x1e".encode())
     return h.hexdigest()[:16]
+
+
+def word_f1(a: str, b: str) -> float:
+    """F1 between the words of two answers (lowercased, punctuation dropped), as SQuAD
+    scores a partly right answer: 1 for the same words, 0 for none in common."""
+    wa, wb = re.sub(r"[^\w\s]", " ", a.lower()).split(), re.sub(r"[^\w\s]", " ", b.lower()).split()
+    if not wa or not wb:
+        return float(wa == wb)
+    common = sum((Counter(wa) & Counter(wb)).values())
+    if common == 0:
+        return 0.0
+    precision, recall = common / len(wa), common / len(wb)
+    return 2 * precision * recall / (precision + recall)
 
 
 # ----------------------------------------------------------------------------- training
@@ -357,21 +376,29 @@ class WorldJudgeBackend:
     P(correct) is p.
 
     p is the judge's length-normalised probability of the candidate after reading the
-    narrative, P(a | N, Q). With ``calibrate`` it is weighed against the one the judge
-    gives *without* the narrative, p = P(a | N, Q) / (P(a | N, Q) + P(a | Q)): 0.5 when
-    the narrative says nothing, a tie without one. Off by default: it removes the
-    judge's answer priors, but the policy then climbs towards answers the judge finds
-    unlikely without context (RL: acc/all -0.187, README)."""
+    narrative, P(a | N, Q). With ``answer_first`` (``llm-judge``'s default) the judge
+    answers the question itself first and p is the candidate's expected word F1 against
+    that answer and the other candidates, weighed by the judge's probability of each
+    (:meth:`expected_agreement`): partial credit for a partly right sentence. With
+    ``calibrate`` p is weighed against the one the judge gives *without* the narrative,
+    p = P(a | N, Q) / (P(a | N, Q) + P(a | Q)): 0.5 when the narrative says nothing, a tie
+    without one. Off by default: it removes the judge's answer priors, but the policy then
+    climbs towards answers the judge finds unlikely without context (RL: acc/all -0.187,
+    README)."""
 
     native = True
     supports_scores = True
 
     def __init__(self, path: str | Path, *, device: str = "cpu", max_batch: int = 128,
-                 calibrate: bool = False) -> None:
+                 calibrate: bool = False, answer_first: bool = False, answer_tokens: int = 128) -> None:
+        if answer_first and calibrate:
+            raise OracleError("the world judge takes calibrate or answer_first, not both")
         self.path = Path(path)
         self.device = device
         self.max_batch = max_batch
         self.calibrate = calibrate
+        self.answer_first = bool(answer_first)
+        self.answer_tokens = int(answer_tokens)
         self.name = f"world-judge:{self.path.name}"
         self._loaded: tuple[Any, Any] | None = None
 
@@ -395,6 +422,8 @@ class WorldJudgeBackend:
 
     def verdicts(self, items: Sequence[tuple[str, str, str]]) -> list[float]:
         """p of each :meth:`judge_prompt` item (see the class docstring)."""
+        if self.answer_first:
+            return self.expected_agreement([(text, answer) for text, _, answer in items])
         read = self.answer_probabilities([(text, answer) for text, _, answer in items])
         if not self.calibrate:
             return read
@@ -412,6 +441,64 @@ class WorldJudgeBackend:
                 nll, answer = _token_nll(model, tokenizer, items[start : start + self.max_batch])
                 mean = (nll * answer).sum(1) / answer.sum(1)
                 out.extend(math.exp(-float(v)) for v in mean)
+        return out
+
+    def expected_agreement(self, items: Sequence[tuple[str, str]]) -> list[float]:
+        """Each answer's expected agreement with what the judge believes, the judge having
+        answered first (reference-guided judging, scored as minimum Bayes risk):
+        ``sum_h P(h) F1(answer, h) / sum_h P(h)`` over the hypotheses ``h`` of the prompt --
+        the judge's own greedy answer (:meth:`own_answers`) and every candidate to that
+        prompt -- each weighed by the judge's probability of the whole answer, F1 over
+        words (:func:`word_f1`).
+
+        Why: P(answer) is all or nothing, while an answer can be partly right ("the blue
+        circle stopped" when the blue triangle stopped). For one-word answers this is about
+        P(answer); for a sentence it gives credit for each part the judge believes.
+        Candidates to one prompt share its hypotheses, so they are scored on one scale."""
+        import torch
+
+        prompts = list(dict.fromkeys(text for text, _ in items))
+        hypotheses: dict[str, dict[str, float]] = {
+            text: {own: 0.0} for text, own in zip(prompts, self.own_answers(prompts), strict=True)}
+        for text, answer in items:
+            hypotheses[text][answer] = 0.0
+        pairs = [(text, h) for text, hs in hypotheses.items() for h in hs]
+        model, tokenizer = self.load()
+        with torch.inference_mode():
+            for start in range(0, len(pairs), self.max_batch):
+                chunk = pairs[start : start + self.max_batch]
+                nll, answer = _token_nll(model, tokenizer, chunk)
+                for (text, h), v in zip(chunk, (nll * answer).sum(1).tolist(), strict=True):
+                    hypotheses[text][h] = -float(v)  # log P(h | prompt), end of answer included
+        out = []
+        for text, answer in items:
+            top = max(hypotheses[text].values())
+            weights = {h: math.exp(v - top) for h, v in hypotheses[text].items()}
+            out.append(sum(w * word_f1(answer, h) for h, w in weights.items()) / sum(weights.values()))
+        return out
+
+    def own_answers(self, prompts: Sequence[str]) -> list[str]:
+        """The judge's greedy answer to each prompt, written as :meth:`judge_prompt` writes
+        a candidate; at most :attr:`answer_tokens` tokens."""
+        import torch
+
+        model, tokenizer = self.load()
+        out: list[str] = []
+        with torch.inference_mode():
+            for start in range(0, len(prompts), self.max_batch):
+                rows = [[tokenizer.bos_token_id, *tokenizer(text, add_special_tokens=False)["input_ids"]]
+                        for text in prompts[start : start + self.max_batch]]
+                width = max(map(len, rows))
+                ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)
+                mask = torch.zeros_like(ids)
+                for i, row in enumerate(rows):  # left-padded: every row continues at the same place
+                    ids[i, width - len(row):] = torch.tensor(row)
+                    mask[i, width - len(row):] = 1
+                generated = model.generate(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
+                                           do_sample=False, max_new_tokens=self.answer_tokens,
+                                           eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+                out.extend(" " + (" ".join(tokenizer.decode(g, skip_special_tokens=True).split()) or "(empty)")
+                           for g in generated[:, width:].tolist())
         return out
 
     def score_native(self, items: Sequence[tuple[str, str, str]], labels: Sequence[Sequence[str]]) -> list[Any]:

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import torch
 
-from rlaif.core.errors import OracleError
+from rlaif.core.errors import ConfigError, OracleError
 from rlaif.plugins.oracles.llm_judge import LLMJudgeOracle, build_llm_judge
 from rlaif.plugins.oracles.world_judge import (
     ADAPT_RECIPE,
@@ -22,6 +22,7 @@ from rlaif.plugins.oracles.world_judge import (
     captioned_examples,
     focus_stages,
     train_world_judge,
+    word_f1,
 )
 
 
@@ -75,6 +76,55 @@ def test_calibrated_verdicts_weigh_the_narrative_against_the_prior(judge_dir: Pa
     assert calibrated.verdicts(items) == pytest.approx([r / (r + q) for r, q in zip(read, prior, strict=True)])
     blind = [calibrated.judge_prompt(prompt, [a], None) for a in ("red", "blue", "two")]
     assert calibrated.verdicts(blind) == pytest.approx([0.5, 0.5, 0.5])  # no narrative, no evidence
+
+
+def test_word_f1_gives_a_partly_right_answer_partial_credit() -> None:
+    assert word_f1("The red circle stopped.", "the red circle stopped") == 1.0
+    assert word_f1("the blue circle stopped", "the red circle stopped") == pytest.approx(0.75)
+    assert word_f1("red", "blue") == 0.0
+    assert word_f1("", "") == 1.0 and word_f1("", "red") == 0.0
+
+
+def _logp(model: Any, tokenizer: Any, prompt: str, answer: str) -> float:
+    """log P(answer <eos> | <bos> prompt), one sequence at a time (no padding)."""
+    p = [tokenizer.bos_token_id, *tokenizer(prompt, add_special_tokens=False)["input_ids"]]
+    a = [*tokenizer(answer, add_special_tokens=False)["input_ids"], tokenizer.eos_token_id]
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([p + a])).logits[0, len(p) - 1 : -1]
+    return float(torch.log_softmax(logits.float(), -1).gather(-1, torch.tensor(a)[:, None]).sum())
+
+
+def test_answer_first_scores_each_answer_by_its_expected_agreement_with_the_judge(judge_dir: Path,
+                                                                                  world: Any) -> None:
+    """The batched, left-padded scoring equals the formula computed one sequence at a time:
+    the judge's own greedy answer and the prompt's candidates, weighed by P(whole answer)."""
+    backend = WorldJudgeBackend(judge_dir, answer_first=True, answer_tokens=12)
+    model, tokenizer = backend.load()
+    prompts = [p for p in world.prompts("rl") if p.qtype in ("temporal", "attribute")][:2]
+    narrative = "a big red circle sits still. the red circle starts moving left. the red circle stops."
+    groups = [[backend.judge_prompt(prompts[0], [a], narrative) for a in ("the red circle stopped", "red", "red")],
+              [backend.judge_prompt(prompts[1], [a], None) for a in ("blue", "the red circle stopped")]]
+    items = [item for group in groups for item in group]
+    scores = backend.verdicts(items)
+    expected = []
+    for group in groups:
+        text = group[0][0]
+        ids = torch.tensor([[tokenizer.bos_token_id, *tokenizer(text, add_special_tokens=False)["input_ids"]]])
+        with torch.no_grad():
+            own = model.generate(input_ids=ids, do_sample=False, max_new_tokens=12, eos_token_id=tokenizer.eos_token_id,
+                                 pad_token_id=tokenizer.pad_token_id)[0, ids.shape[1]:]
+        own_text = " " + (" ".join(tokenizer.decode(own, skip_special_tokens=True).split()) or "(empty)")
+        hypotheses = {h: math.exp(_logp(model, tokenizer, text, h)) for h in {own_text, *(a for _, _, a in group)}}
+        expected += [sum(w * word_f1(a, h) for h, w in hypotheses.items()) / sum(hypotheses.values())
+                     for _, _, a in group]
+    assert scores == pytest.approx(expected, rel=1e-4)
+    assert scores[1] == scores[2] and all(0.0 <= s <= 1.0 for s in scores)
+    assert backend.own_answers([groups[1][0][0], groups[0][0][0]])[::-1] == backend.own_answers(
+        [groups[0][0][0], groups[1][0][0]])  # a prompt's answer does not depend on its batch
+    with pytest.raises(OracleError, match="calibrate or answer_first"):
+        WorldJudgeBackend(judge_dir, answer_first=True, calibrate=True)
+    with pytest.raises(ConfigError, match="answer_first is an option of the world judge"):
+        build_llm_judge(judge="smollm2", answer_first=True)
 
 
 def test_judge_is_cached_by_what_it_read(world: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
