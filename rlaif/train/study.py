@@ -45,6 +45,7 @@ import csv
 import hashlib
 import itertools
 import json
+import math
 import os
 import re
 import statistics
@@ -950,15 +951,68 @@ def write_csv(report: StudyReport, path: Path) -> Path:
     return path
 
 
+def _signed_interval(row: Any) -> str:
+    return f"{row.diff:+.3f} [{row.lo:+.3f}, {row.hi:+.3f}]"
+
+
+def write_markdown(report: StudyReport, path: Path) -> Path:
+    """The report as Markdown tables, to paste into a README or a paper: one row per arm
+    (the terminal table's columns: each metric's mean ± std, the first metric's gain over
+    SFT, the paired difference against the baseline with seeds pooled and per seed, costs);
+    each metric's gain over SFT, lowest to highest seed; and the pooled paired difference
+    per question type."""
+    study = report.study
+    first, metrics = study.metrics[0], report.all_metrics
+
+    def cell(values: list[float], signed: bool = False, digits: int = 3) -> str:
+        mean, std = mean_std(values)
+        if mean is None:
+            return "-"
+        text = f"{mean:{'+' if signed else ''}.{digits}f}"
+        return text + (f" ± {std:.{digits}f}" if std is not None else "")
+
+    def spread(values: list[float]) -> str:
+        if not values:
+            return "-"
+        low, high = min(values), max(values)
+        return f"{low:+.3f}" if math.isclose(low, high) else f"{low:+.3f} to {high:+.3f}"
+
+    head = ["arm", *study.metrics, f"Δ {first} vs SFT", f"vs {study.baseline}, seeds pooled [95%]",
+            "per seed [95%]", "oracle calls", "judge s", "wall s"]
+    lines = [f"Study `{study.name}` ({study.mode}, seeds {', '.join(map(str, study.seeds))}); mean ± std over "
+             f"seeds; paired: mean per-item difference in {study.paired_metric} against {study.baseline}, 95% "
+             "bootstrap interval.", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for arm in report.arms:
+        paired = _signed_interval(arm.paired[0]) if arm.paired else "-"
+        per_seed = "; ".join(f"s{seed} {_signed_interval(d)}" for seed, d in sorted(arm.paired_per_seed.items()))
+        lines.append("| " + " | ".join([
+            arm.arm, *(cell(arm.values(m)) for m in study.metrics), cell(arm.gains(first), signed=True), paired,
+            per_seed or "-", cell(arm.cost("oracle_calls"), digits=0), cell(arm.cost("judge_s"), digits=0),
+            cell(arm.cost("wall_s"), digits=0)]) + " |")
+    lines += ["", "Gain over SFT per metric, lowest to highest seed:", "",
+              "| arm | " + " | ".join(metrics) + " |", "|---|" + "---|" * len(metrics)]
+    lines += ["| " + " | ".join([arm.arm, *(spread(arm.gains(m)) for m in metrics)]) + " |" for arm in report.arms]
+    groups = list(dict.fromkeys(row.group for arm in report.arms for row in arm.paired[1:]))
+    if groups:
+        lines += ["", f"Paired difference against {study.baseline} per question type, seeds pooled [95%]:", "",
+                  "| arm | " + " | ".join(groups) + " |", "|---|" + "---|" * len(groups)]
+        for arm in report.arms:
+            by_group = {row.group: row for row in arm.paired[1:]}
+            lines.append("| " + " | ".join([arm.arm, *(_signed_interval(by_group[g]) if g in by_group else "-"
+                                                       for g in groups)]) + " |")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
 def write_outputs(report: StudyReport, *, plots: bool = True, notify: Callable[[str], None] | None = None
                   ) -> list[Path]:
-    """``results.json``, ``results.csv`` and, with matplotlib, ``bars.png``, ``curves.png``
-    and (where the cells recorded their wall time) ``curves-wall.png`` in the study
-    directory."""
+    """``results.json``, ``results.csv``, ``results.md`` and, with matplotlib,
+    ``bars.png``, ``curves.png`` and (where the cells recorded their wall time)
+    ``curves-wall.png`` in the study directory."""
     say = notify or (lambda line: print(line, file=sys.stderr, flush=True))
     out = report.study_dir
     (out / "results.json").write_text(json.dumps(report.to_json(), indent=1, sort_keys=True, default=str))
-    written = [out / "results.json", write_csv(report, out / "results.csv")]
+    written = [out / "results.json", write_csv(report, out / "results.csv"), write_markdown(report, out / "results.md")]
     if not plots:
         return written
     try:

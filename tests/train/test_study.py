@@ -349,7 +349,8 @@ def test_a_two_arm_study_runs_and_prints_the_table(finished: tuple[Path, Path, A
     for text in ("grpo-rank", "grpo", "vs grpo-rank", "acc/all", "per seed", "oracle calls", "grpo-rank-s0: running"):
         assert text in result.output, text
     assert re.search(r"s0 [+-]\d\.\d{3} \[[+-]\d\.\d{3}, [+-]\d\.\d{3}\]", result.output)  # grpo's seed 0, paired
-    for name in ("results.csv", "results.json", "bars.png", "curves.png", "curves-wall.png", "study.json"):
+    for name in ("results.csv", "results.json", "results.md", "bars.png", "curves.png", "curves-wall.png",
+                 "study.json"):
         assert (out / name).exists(), name
     for cell in ("grpo-rank-s0", "grpo-s0"):
         state = read_cell_state(out / cell)
@@ -363,6 +364,13 @@ def test_a_two_arm_study_runs_and_prints_the_table(finished: tuple[Path, Path, A
     curve = results["arms"][1]["curves"][0]  # the evaluations: the starting policy's, the last
     assert [(p["step"], p["wall_s"]) for p in curve] == [(0, 0.0), (3, read_cell_state(out / "grpo-s0")["wall_s"])]
     assert 0 <= curve[-1]["acc/all"] <= 1
+    markdown = (out / "results.md").read_text().splitlines()  # the same numbers, as Markdown tables
+    paired = results["arms"][1]["paired"]
+    row = next(line for line in markdown if line.startswith("| grpo |"))
+    assert f"{paired['diff']:+.3f} [{paired['lo']:+.3f}, {paired['hi']:+.3f}]" in row
+    assert f"{results['arms'][1]['metrics']['acc/all']['mean']:.3f}" in row
+    assert any(line.startswith("| arm | ") and "acc/all" in line for line in markdown[markdown.index(
+        "Gain over SFT per metric, lowest to highest seed:"):])
 
 
 @pytest.mark.integration
