@@ -1,14 +1,16 @@
 """The judge table of the README: how well each judge ranks SFT candidates, by context.
 
-    python benchmarks/oracle_table.py --groups 128 [--judges world world:answer_first=false self] [--json out.json]
+    python benchmarks/oracle_table.py --groups 128 [--judges world world:answer_first=false self]
+                                      [--json out.json]
 
 For each judge (``llm-judge judge=world``, the default; ``world:answer_first=false``, the
-world judge scoring by its probability of each answer alone; and ``judge=self``, VLM-RLAIF's
-SFT policy judging itself; ``NAME:key=value,...`` sets llm-judge options) and each context (none, a 1-clip narrative, a 3-clip
-narrative, written by ``llm-judge``'s default captioner, and the gold narrative as an
-upper bound), it runs ``rlaif oracle check`` on the same test-split groups (G = 4 SFT
-candidates; same seed, so the same candidates for every row) and prints top-1, Kendall
-tau against the ground truth, position bias and seconds per group. It also scores the
+world judge scoring by its probability of each answer alone; and ``judge=self``,
+VLM-RLAIF's SFT policy judging itself; ``NAME:key=value,...`` sets llm-judge options) and
+each context (none, a 1-clip narrative, a 3-clip narrative, written by ``llm-judge``'s
+default captioner, and the gold narrative as an upper bound), it runs ``rlaif oracle
+check`` on the same test-split groups (G = 4 SFT candidates; same seed, so the same
+candidates for every row) and prints top-1, Kendall tau against the ground truth (overall
+and per question type), position bias and seconds per group. It also scores the
 captioner: its clip captions against the gold ones (the world's
 ``describe`` score, 0-5), since a narrative is only as good as its captions. And it
 probes what the world judge can read: on every short test question, with the gold

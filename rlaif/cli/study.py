@@ -78,20 +78,12 @@ def show_cells(study: Any, study_dir: Path, as_json: bool) -> None:
     console.print(table)
 
 
-def _mean_std(values: list[float], digits: int = 3, signed: bool = False) -> str:
-    from rlaif.train.study import mean_std
-
-    mean, std = mean_std(values)
-    if mean is None:
-        return "-"
-    sign = "+" if signed else ""
-    return f"{mean:{sign}.{digits}f}" + (f" ± {std:.{digits}f}" if std is not None else "")
-
-
 def print_report(report: StudyReport) -> None:
     """One row per arm. Cells fold rather than cut when the terminal is narrow: a digit
     lost to an ellipsis would change a number."""
     from rich.table import Table
+
+    from rlaif.train.study import format_mean_std as _mean_std
 
     study = report.study
     first = study.metrics[0]

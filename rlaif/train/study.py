@@ -951,6 +951,16 @@ def write_csv(report: StudyReport, path: Path) -> Path:
     return path
 
 
+def format_mean_std(values: Sequence[float], digits: int = 3, signed: bool = False) -> str:
+    """``mean ± std`` of ``values`` as the study tables print it ("-" for none, the mean
+    alone for one value)."""
+    mean, std = mean_std(values)
+    if mean is None:
+        return "-"
+    text = f"{mean:{'+' if signed else ''}.{digits}f}"
+    return text + (f" ± {std:.{digits}f}" if std is not None else "")
+
+
 def _signed_interval(row: Any) -> str:
     return f"{row.diff:+.3f} [{row.lo:+.3f}, {row.hi:+.3f}]"
 
@@ -963,13 +973,7 @@ def write_markdown(report: StudyReport, path: Path) -> Path:
     per question type."""
     study = report.study
     first, metrics = study.metrics[0], report.all_metrics
-
-    def cell(values: list[float], signed: bool = False, digits: int = 3) -> str:
-        mean, std = mean_std(values)
-        if mean is None:
-            return "-"
-        text = f"{mean:{'+' if signed else ''}.{digits}f}"
-        return text + (f" ± {std:.{digits}f}" if std is not None else "")
+    cell = format_mean_std
 
     def spread(values: list[float]) -> str:
         if not values:
