@@ -108,9 +108,9 @@ def fetch_prebuilt(target: Path, done: str) -> bool:
 
 def cached_build(target: Path, build: Callable[[Path], Any], done: str = "model.safetensors") -> Path:
     """``target``, built by ``build(tmp_dir)`` unless ``target/done`` exists or ships
-    pre-built (:func:`fetch_prebuilt`): in a temp
-    dir renamed into place, so an interrupted or concurrent build never leaves a
-    half-written cache entry (a concurrent builder's result is as good as ours)."""
+    pre-built (:func:`fetch_prebuilt`): in a temp dir renamed into place, so an interrupted
+    or concurrent build never leaves a half-written cache entry (a concurrent builder's
+    result is as good as ours)."""
     if (target / done).exists() or fetch_prebuilt(target, done):
         return target
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -208,7 +208,8 @@ class LLMJudgeOracle:
 
     def __init__(self, backend: Any, *, mode: str = "score", pairwise: bool = False, pointwise: bool = False,
                  score_levels: int | None = None, min_margin: float | None = None, debias: bool = False,
-                 permutations: int = 1, context: str = "narrative", n_clips: int = NARRATIVE_CLIPS, template: str | None = None, on_failure: str = "skip",
+                 permutations: int = 1, context: str = "narrative", n_clips: int = NARRATIVE_CLIPS,
+                 template: str | None = None, on_failure: str = "skip",
                  seed: int = 0, max_new_tokens: int = 64, benchmark: Any = None, policy: Any = None,
                  store: Any = None, captioner: Any = None) -> None:
         _check_options(mode, context, on_failure, permutations, n_clips, max_new_tokens)
@@ -797,12 +798,12 @@ def build_llm_judge(
     :param calibrate: world judge only: weigh the answer's probability with the
         narrative against its probability without (see ``WorldJudgeBackend``); off by
         default (measured: lower tau, and RL collapses onto answers unlikely a priori).
-    :param answer_first: world judge only (default: on there, unless ``calibrate``): the judge answers the
-        question itself first, then scores each answer by its expected word F1 against its
-        own answer and the other candidates, each weighed by the judge's probability
-        (``WorldJudgeBackend.expected_agreement``), so a partly right sentence earns
-        partial credit. Off: the judge's probability of each answer alone (Kendall tau
-        with the gold narrative 0.647, on: 0.741; README).
+    :param answer_first: world judge only (default: on there, unless ``calibrate``): the
+        judge answers the question itself first, then scores each answer by its expected
+        word F1 against its own answer and the other candidates, each weighed by the
+        judge's probability (``WorldJudgeBackend.expected_agreement``), so a partly right
+        sentence earns partial credit. Off: the judge's probability of each answer alone
+        (Kendall tau with the gold narrative 0.647, on: 0.741; README).
     :param debias: pointwise only: batch calibration per answer (:class:`AnswerBias`):
         subtract the judge's mean log-odds for each answer of a question type over the run,
         so its leanings towards some answers do not become the policy's; each group's

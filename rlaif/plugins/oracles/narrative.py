@@ -220,8 +220,9 @@ def _keep(ref: VideoRef, key: str, clips: Sequence[Sequence[int]], captions: Seq
     return text
 
 
-def prefetch_narratives(videos: Sequence[VideoRef], *, benchmark: Any, captioner: Any, store: Any, n_clips: int = NARRATIVE_CLIPS,
-                        max_clip_frames: int = 20, n_frames: int = DEFAULT_N_FRAMES) -> None:
+def prefetch_narratives(videos: Sequence[VideoRef], *, benchmark: Any, captioner: Any, store: Any,
+                        n_clips: int = NARRATIVE_CLIPS, max_clip_frames: int = 20,
+                        n_frames: int = DEFAULT_N_FRAMES) -> None:
     """Caption every clip of the ``videos`` whose narrative ``store`` lacks in one batch
     (a captioner with ``caption_videos``), so :func:`narrative_for` then finds them all
     cached. A no-op for captioners that cannot batch or have whole narratives."""

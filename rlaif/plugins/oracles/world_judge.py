@@ -61,6 +61,12 @@ def judge_prompt_text(question: str, narrative: str | None) -> str:
     return f"{head}question: {' '.join(question.split())} answer:"
 
 
+def answer_text(answer: str) -> str:
+    """An answer as the judge reads it after ``answer:``: one space, its words, single
+    spaced (``(empty)`` for none)."""
+    return " " + (" ".join(answer.split()) or "(empty)")
+
+
 def training_documents(examples: Sequence[tuple[str, str, str]]) -> list[tuple[str, str]]:
     """``(prompt text, answer)`` pairs from ``(narrative, question, answer)`` examples."""
     return [(judge_prompt_text(q, n), " " + " ".join(a.split())) for n, q, a in examples]
@@ -417,7 +423,7 @@ class WorldJudgeBackend:
         """``(prompt with the narrative, prompt without it, answer)``."""
         if len(candidates) != 1:
             raise OracleError("the world judge reads one answer at a time; llm-judge runs it pointwise")
-        answer = " " + (" ".join(candidates[0].split()) or "(empty)")
+        answer = answer_text(candidates[0])
         return judge_prompt_text(prompt.question, narrative), judge_prompt_text(prompt.question, None), answer
 
     def verdicts(self, items: Sequence[tuple[str, str, str]]) -> list[float]:
@@ -432,15 +438,19 @@ class WorldJudgeBackend:
 
     def answer_probabilities(self, items: Sequence[tuple[str, str]]) -> list[float]:
         """The judge's geometric-mean token probability of each ``(prompt, answer)``."""
+        return [math.exp(logp / tokens) for logp, tokens in self.answer_logprobs(items)]
+
+    def answer_logprobs(self, items: Sequence[tuple[str, str]]) -> list[tuple[float, int]]:
+        """``(log P(answer <eos> | prompt), answer tokens with <eos>)`` of each ``(prompt,
+        answer)``, in batches of :attr:`max_batch`."""
         import torch
 
         model, tokenizer = self.load()
-        out: list[float] = []
+        out: list[tuple[float, int]] = []
         with torch.inference_mode():
             for start in range(0, len(items), self.max_batch):
                 nll, answer = _token_nll(model, tokenizer, items[start : start + self.max_batch])
-                mean = (nll * answer).sum(1) / answer.sum(1)
-                out.extend(math.exp(-float(v)) for v in mean)
+                out.extend(zip((-(nll * answer).sum(1)).tolist(), answer.sum(1).int().tolist(), strict=True))
         return out
 
     def expected_agreement(self, items: Sequence[tuple[str, str]]) -> list[float]:
@@ -455,21 +465,14 @@ class WorldJudgeBackend:
         circle stopped" when the blue triangle stopped). For one-word answers this is about
         P(answer); for a sentence it gives credit for each part the judge believes.
         Candidates to one prompt share its hypotheses, so they are scored on one scale."""
-        import torch
-
         prompts = list(dict.fromkeys(text for text, _ in items))
         hypotheses: dict[str, dict[str, float]] = {
             text: {own: 0.0} for text, own in zip(prompts, self.own_answers(prompts), strict=True)}
         for text, answer in items:
             hypotheses[text][answer] = 0.0
         pairs = [(text, h) for text, hs in hypotheses.items() for h in hs]
-        model, tokenizer = self.load()
-        with torch.inference_mode():
-            for start in range(0, len(pairs), self.max_batch):
-                chunk = pairs[start : start + self.max_batch]
-                nll, answer = _token_nll(model, tokenizer, chunk)
-                for (text, h), v in zip(chunk, (nll * answer).sum(1).tolist(), strict=True):
-                    hypotheses[text][h] = -float(v)  # log P(h | prompt), end of answer included
+        for (text, h), (logp, _) in zip(pairs, self.answer_logprobs(pairs), strict=True):
+            hypotheses[text][h] = logp  # log P(h | prompt), end of answer included
         out = []
         for text, answer in items:
             top = max(hypotheses[text].values())
@@ -497,7 +500,7 @@ class WorldJudgeBackend:
                 generated = model.generate(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
                                            do_sample=False, max_new_tokens=self.answer_tokens,
                                            eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
-                out.extend(" " + (" ".join(tokenizer.decode(g, skip_special_tokens=True).split()) or "(empty)")
+                out.extend(answer_text(tokenizer.decode(g, skip_special_tokens=True))
                            for g in generated[:, width:].tolist())
         return out
 
