@@ -67,8 +67,10 @@ from rlaif.plugins.oracles.narrative import (
     GoldNarrative,
     MemoryNarratives,
     PolicyCaptioner,
+    SharedNarratives,
     narrative_for,
     prefetch_narratives,
+    shared_narratives,
 )
 from rlaif.plugins.oracles.ranking_parser import parse_ranking
 
@@ -211,7 +213,8 @@ class LLMJudgeOracle:
                  permutations: int = 1, context: str = "narrative", n_clips: int = NARRATIVE_CLIPS,
                  template: str | None = None, on_failure: str = "skip",
                  seed: int = 0, max_new_tokens: int = 64, benchmark: Any = None, policy: Any = None,
-                 store: Any = None, captioner: Any = None) -> None:
+                 store: Any = None, captioner: Any = None, shared_narratives: SharedNarratives | None = None
+                 ) -> None:
         _check_options(mode, context, on_failure, permutations, n_clips, max_new_tokens)
         self.backend = backend
         self.mode = mode
@@ -250,6 +253,7 @@ class LLMJudgeOracle:
         self.captioner = captioner
         has_cache = callable(getattr(store, "get_narrative", None)) and callable(getattr(store, "put_narrative", None))
         self.narratives = store if has_cache else MemoryNarratives()
+        self.shared_narratives = shared_narratives  # across runs, for captioners named by their weights
         # A policy judging in its own trained format (see PolicyJudgeBackend); a
         # user template always wins.
         self.native = template is None and bool(getattr(backend, "native", False))
@@ -287,7 +291,7 @@ class LLMJudgeOracle:
             with contextlib.suppress(Exception):  # a failure here resurfaces per group below
                 prefetch_narratives([g.prompt.video for b, g in enumerate(groups) if results[b] is None
                                      and g.context is None], benchmark=self.benchmark, captioner=self.captioner,
-                                    store=self.narratives, n_clips=self.n_clips)
+                                    store=self.narratives, n_clips=self.n_clips, shared=self.shared_narratives)
         for b, group in enumerate(groups):
             if results[b] is None and self.context != "none":
                 try:
@@ -339,7 +343,7 @@ class LLMJudgeOracle:
         if self.captioner is None:
             raise OracleError("context='narrative' needs a captioner: wire a policy (or pass context='none')")
         return narrative_for(group.prompt, benchmark=self.benchmark, captioner=self.captioner,
-                             n_clips=self.n_clips, store=self.narratives)
+                             n_clips=self.n_clips, store=self.narratives, shared=self.shared_narratives)
 
     def _ask(self, jobs: list[_Job]) -> list[JudgeReply]:
         """One backend call per kind of prompt, so a step is judged in one batch."""
@@ -725,7 +729,7 @@ def narrative_writer(captioner: str, policy: Any, benchmark: Any, *, progress: b
     # by this name, and a copy of the same captioner elsewhere must find them.
     name = f"captioner:{tree_digest(path, exclude=SKIPPED)[:16]}"
     return PolicyCaptioner(load(path, frames=getattr(policy, "frames", None), new_adapter=False), frozen=False,
-                           name=name)
+                           name=name, names_weights=True)
 
 
 def _sft_source(policy: Any) -> str | None:
@@ -765,6 +769,7 @@ def build_llm_judge(
     seed: int = 0,
     max_new_tokens: int = 64,
     cache: bool = True,
+    narrative_cache: bool = True,
     device: str = "cpu",
     policy: Any = None,
     benchmark: Any = None,
@@ -835,6 +840,9 @@ def build_llm_judge(
         marked failed: losses leave it out either way).
     :param seed: seeds the permutations.
     :param cache: cache endpoint replies (in the run store, else in the cache dir).
+    :param narrative_cache: keep the narratives of a captioner named by its weights (the
+        default caption-tuned captioner, or a directory) in ``<cache>/narratives`` for
+        every later run over the same videos; each run still records them in its store.
     :param device: where a local judge model runs (``cpu``, ``cuda``, ``cuda:1``...).
     :param progress: (wiring) progress bars while the world judge trains on first use.
     """
@@ -887,4 +895,4 @@ def build_llm_judge(
                           permutations=permutations, context=context,
                           n_clips=n_clips, template=template, on_failure=on_failure, seed=seed,
                           max_new_tokens=max_new_tokens, benchmark=benchmark, policy=policy, store=store,
-                          captioner=writer)
+                          captioner=writer, shared_narratives=shared_narratives() if narrative_cache else None)

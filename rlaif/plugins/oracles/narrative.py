@@ -8,7 +8,10 @@ paper found 3 clips better than 1, and any context better than none (methods.md 
 :func:`narrative_for` builds one and caches it in the run store's ``narratives``
 database (or any object with ``get_narrative``/``put_narrative``), keyed by video,
 captioner and clip cut, so a video is captioned once per run and a resumed run reads
-the narrative back. The default captioner is the run's policy as its SFT self
+the narrative back. A captioner named by its weights (``names_weights``) also shares its
+narratives across runs through :class:`SharedNarratives`, content-addressed by the video's
+bytes: the captioner is frozen, so every run over the same videos would caption them
+again. The default captioner is the run's policy as its SFT self
 (:class:`PolicyCaptioner`, adapters off, greedy); :class:`GoldNarrative` substitutes the
 benchmark's ground-truth narrative, an upper bound for the "gold vs generated narratives"
 diagnostic.
@@ -17,8 +20,12 @@ diagnostic.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import inspect
+import os
+import tempfile
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from rlaif.core.records import Prompt, VideoRef
@@ -51,13 +58,16 @@ class PolicyCaptioner:
     by ``meta["frame_range"] = [start, stop)`` (what the SFT captioning examples use).
 
     ``frozen`` (default) captions with adapters disabled: during RL that is the SFT
-    policy, so narratives do not drift with training and a cached one stays valid."""
+    policy, so narratives do not drift with training and a cached one stays valid.
+    ``names_weights``: ``name`` digests the captioner's weights (a saved captioner), so
+    its narratives may be kept across runs (:class:`SharedNarratives`)."""
 
-    def __init__(self, policy: Any, *, max_new_tokens: int = 48, frozen: bool = True, name: str | None = None
-                 ) -> None:
+    def __init__(self, policy: Any, *, max_new_tokens: int = 48, frozen: bool = True, name: str | None = None,
+                 names_weights: bool = False) -> None:
         self.policy = policy
         self.max_new_tokens = max_new_tokens
         self.frozen = frozen
+        self.names_weights = bool(names_weights and name)
         self.name = name or f"policy:{getattr(policy, 'name', type(policy).__name__)}{':sft' if frozen else ''}"
 
     def _context(self) -> contextlib.AbstractContextManager[Any]:
@@ -151,6 +161,84 @@ class MemoryNarratives:
         return len(self._data)
 
 
+#: (path, size, mtime) -> sha256 of a video file, so a run hashes each video once.
+_FINGERPRINTS: dict[tuple[str, int, int], str] = {}
+
+
+def video_fingerprint(video: VideoRef) -> str | None:
+    """The sha256 of ``video``'s file (memoised by path, size and mtime); None where there
+    is no readable file. Names a video by what it shows, whichever benchmark or cache
+    directory it sits in."""
+    try:
+        stat = os.stat(video.path)
+    except (OSError, TypeError, ValueError):
+        return None
+    memo = (str(video.path), stat.st_size, stat.st_mtime_ns)
+    if memo not in _FINGERPRINTS:
+        from rlaif.core.cache import file_digest
+
+        _FINGERPRINTS[memo] = file_digest(Path(video.path))
+    return _FINGERPRINTS[memo]
+
+
+class SharedNarratives:
+    """Narratives kept across runs under ``root`` (``<cache>/narratives``): one small file
+    per video bytes, captioner weights and clip cut, written atomically, so concurrent
+    runs (a study's cells) share it safely.
+
+    Only for captioners with ``names_weights``: the key must change whenever the text
+    could. A captioner's narratives of the rl split are the same in every run of a study,
+    and captioning them was a tenth of a cached default run. A run still records each
+    narrative it uses in its own store."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+
+    def key(self, video: VideoRef, captioner: Any, n_clips: int, max_clip_frames: int, n_frames: int) -> str | None:
+        """The shared key of a narrative, or None where it must not be shared."""
+        if not getattr(captioner, "names_weights", False):
+            return None
+        fingerprint = video_fingerprint(video)
+        if fingerprint is None:
+            return None
+        recipe = narrative_key("-", captioner.name, n_clips, max_clip_frames, n_frames)
+        return hashlib.sha256(f"{fingerprint}/{recipe}/{DESCRIBE_PROMPT}".encode()).hexdigest()
+
+    def _path(self, key: str) -> Path:
+        return self.root / key[:2] / f"{key}.txt"
+
+    def get(self, key: str | None) -> str | None:
+        if key is None:
+            return None
+        try:
+            return self._path(key).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            return None
+
+    def put(self, key: str | None, text: str) -> None:
+        """Best effort: a cache that cannot be written (read-only, full) only costs time."""
+        if key is None:
+            return
+        path = self._path(key)
+        with contextlib.suppress(OSError):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+            try:
+                with os.fdopen(fd, "w", encoding="utf-8") as f:
+                    f.write(text)
+                os.replace(tmp, path)
+            finally:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+
+
+def shared_narratives() -> SharedNarratives:
+    """The cross-run narrative cache under ``$RLAIF_CACHE``."""
+    from rlaif.core.cache import cache_root
+
+    return SharedNarratives(cache_root() / "narratives")
+
+
 def narrative_key(video_id: str, captioner: str, n_clips: int, max_clip_frames: int, n_frames: int) -> str:
     """Everything that shapes a narrative's text: video, captioner, prompt and clip cut."""
     return f"narrative/{video_id}/{captioner}/clips={n_clips}/max={max_clip_frames}/frames={n_frames}"
@@ -178,9 +266,11 @@ def narrative_for(
     max_clip_frames: int = 20,
     n_frames: int = DEFAULT_N_FRAMES,
     store: Any = None,
+    shared: SharedNarratives | None = None,
 ) -> str:
     """The narrative of ``video`` (a :class:`VideoRef`, or a :class:`Prompt` about it):
-    clip captions joined with spaces, read from ``store`` when cached there.
+    clip captions joined with spaces, read from ``store`` when cached there, else from
+    ``shared`` (kept across runs; see :class:`SharedNarratives`).
 
     ``captioner`` is a :class:`Captioner` (or a whole-narrative source such as
     :class:`GoldNarrative`, which needs the prompt and is not cached). ``benchmark``
@@ -195,24 +285,37 @@ def narrative_for(
         cached = store.get_narrative(key)
         if cached is not None:
             return str(cached)
+    shared_key = shared.key(ref, captioner, n_clips, max_clip_frames, n_frames) if shared is not None else None
+    clips = _clips(ref, benchmark, n_clips, max_clip_frames, n_frames)
+    text = shared.get(shared_key) if shared is not None else None
+    if text is None:
+        many = getattr(captioner, "caption_clips", None)
+        if callable(many):
+            captions = [str(c) for c in many(ref, clips)]
+        else:
+            captions = [str(captioner.caption(ref, clip)) for clip in clips]
+        text = _joined(captions)
+        if shared is not None:
+            shared.put(shared_key, text)
+    return _keep(ref, key, clips, text, captioner, store)
+
+
+def _clips(ref: VideoRef, benchmark: Any, n_clips: int, max_clip_frames: int, n_frames: int) -> list[list[int]]:
+    """The clip cut of ``ref``, counting its frames through ``benchmark`` where unknown."""
     total = ref.n_frames
     if not total:
         if benchmark is None:
             raise LookupError(f"video {ref.video_id!r} has no frame count and no benchmark was given to count them")
         total = len(benchmark.frames(ref))
-    clips = clip_indices(int(total), n_clips=n_clips, max_clip_frames=max_clip_frames, n_frames=n_frames)
-    many = getattr(captioner, "caption_clips", None)
-    if callable(many):
-        captions = [str(c) for c in many(ref, clips)]
-    else:
-        captions = [str(captioner.caption(ref, clip)) for clip in clips]
-    return _keep(ref, key, clips, captions, captioner, store)
+    return clip_indices(int(total), n_clips=n_clips, max_clip_frames=max_clip_frames, n_frames=n_frames)
 
 
-def _keep(ref: VideoRef, key: str, clips: Sequence[Sequence[int]], captions: Sequence[str], captioner: Any,
-          store: Any) -> str:
-    """The narrative from its clip captions, cached in ``store`` under ``key``."""
-    text = " ".join(c.strip() for c in captions if c and c.strip())
+def _joined(captions: Sequence[str]) -> str:
+    return " ".join(c.strip() for c in captions if c and c.strip())
+
+
+def _keep(ref: VideoRef, key: str, clips: Sequence[Sequence[int]], text: str, captioner: Any, store: Any) -> str:
+    """``text``, the narrative of ``ref``, recorded in ``store`` under ``key``."""
     if store is not None:
         meta = {"video_id": ref.video_id, "captioner": captioner.name, "n_clips": len(clips),
                 "clips": [[c[0], c[-1]] for c in clips], "prompt": DESCRIBE_PROMPT}
@@ -222,24 +325,35 @@ def _keep(ref: VideoRef, key: str, clips: Sequence[Sequence[int]], captions: Seq
 
 def prefetch_narratives(videos: Sequence[VideoRef], *, benchmark: Any, captioner: Any, store: Any,
                         n_clips: int = NARRATIVE_CLIPS, max_clip_frames: int = 20,
-                        n_frames: int = DEFAULT_N_FRAMES) -> None:
+                        n_frames: int = DEFAULT_N_FRAMES, shared: SharedNarratives | None = None) -> None:
     """Caption every clip of the ``videos`` whose narrative ``store`` lacks in one batch
     (a captioner with ``caption_videos``), so :func:`narrative_for` then finds them all
-    cached. A no-op for captioners that cannot batch or have whole narratives."""
+    cached; narratives ``shared`` already holds are copied, not captioned. A no-op for
+    captioners that cannot batch or have whole narratives."""
     batch = getattr(captioner, "caption_videos", None)
     if store is None or not callable(batch) or callable(getattr(captioner, "narrative", None)):
         return
-    todo: dict[str, tuple[VideoRef, list[list[int]]]] = {}
+    todo: dict[str, tuple[VideoRef, list[list[int]], str | None]] = {}
     for ref in videos:
         key = narrative_key(ref.video_id, captioner.name, n_clips, max_clip_frames, n_frames)
         if key in todo or store.get_narrative(key) is not None:
             continue
-        total = ref.n_frames or (len(benchmark.frames(ref)) if benchmark is not None else 0)
-        if total:
-            todo[key] = (ref, clip_indices(int(total), n_clips=n_clips, max_clip_frames=max_clip_frames,
-                                           n_frames=n_frames))
+        if not ref.n_frames and benchmark is None:
+            continue  # narrative_for says why
+        clips = _clips(ref, benchmark, n_clips, max_clip_frames, n_frames)
+        if not clips:
+            continue
+        shared_key = shared.key(ref, captioner, n_clips, max_clip_frames, n_frames) if shared is not None else None
+        known = shared.get(shared_key) if shared is not None else None
+        if known is not None:
+            _keep(ref, key, clips, known, captioner, store)
+        else:
+            todo[key] = (ref, clips, shared_key)
     if not todo:
         return
-    captions = batch(list(todo.values()))
-    for (key, (ref, clips)), caps in zip(todo.items(), captions, strict=True):
-        _keep(ref, key, clips, [str(c) for c in caps], captioner, store)
+    captions = batch([(ref, clips) for ref, clips, _ in todo.values()])
+    for (key, (ref, clips, shared_key)), caps in zip(todo.items(), captions, strict=True):
+        text = _joined([str(c) for c in caps])
+        if shared is not None:
+            shared.put(shared_key, text)
+        _keep(ref, key, clips, text, captioner, store)

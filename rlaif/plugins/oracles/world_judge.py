@@ -375,6 +375,10 @@ def adapted_judge_dir(benchmark: Any, captioner: Any, *, base: Path, cuts: Seque
 
 
 # ----------------------------------------------------------------------------- backend
+#: Own answers a :class:`WorldJudgeBackend` remembers (a run's rl split has a few thousand prompts).
+OWN_ANSWERS_KEPT = 50_000
+
+
 class WorldJudgeBackend:
     """The trained world judge as an ``llm-judge`` backend. It judges natively, one
     candidate per item (the oracle runs it pointwise): ``score_native`` answers each item
@@ -407,6 +411,9 @@ class WorldJudgeBackend:
         self.answer_tokens = int(answer_tokens)
         self.name = f"world-judge:{self.path.name}"
         self._loaded: tuple[Any, Any] | None = None
+        # prompt text -> the judge's own answer: a run asks the same questions of the same
+        # narratives again and again, and greedy answers do not change (a judge is frozen).
+        self._own: dict[str, str] = {}
 
     def __repr__(self) -> str:
         return f"WorldJudgeBackend({str(self.path)!r})"
@@ -482,15 +489,17 @@ class WorldJudgeBackend:
 
     def own_answers(self, prompts: Sequence[str]) -> list[str]:
         """The judge's greedy answer to each prompt, written as :meth:`judge_prompt` writes
-        a candidate; at most :attr:`answer_tokens` tokens."""
+        a candidate; at most :attr:`answer_tokens` tokens. Remembered per prompt (the last
+        :data:`OWN_ANSWERS_KEPT`), as a greedy answer does not depend on its batch."""
         import torch
 
+        todo = list(dict.fromkeys(text for text in prompts if text not in self._own))
         model, tokenizer = self.load()
-        out: list[str] = []
         with torch.inference_mode():
-            for start in range(0, len(prompts), self.max_batch):
+            for start in range(0, len(todo), self.max_batch):
+                batch = todo[start : start + self.max_batch]
                 rows = [[tokenizer.bos_token_id, *tokenizer(text, add_special_tokens=False)["input_ids"]]
-                        for text in prompts[start : start + self.max_batch]]
+                        for text in batch]
                 width = max(map(len, rows))
                 ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)
                 mask = torch.zeros_like(ids)
@@ -500,8 +509,11 @@ class WorldJudgeBackend:
                 generated = model.generate(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
                                            do_sample=False, max_new_tokens=self.answer_tokens,
                                            eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
-                out.extend(answer_text(tokenizer.decode(g, skip_special_tokens=True))
-                           for g in generated[:, width:].tolist())
+                for text, g in zip(batch, generated[:, width:].tolist(), strict=True):
+                    self._own[text] = answer_text(tokenizer.decode(g, skip_special_tokens=True))
+        out = [self._own[text] for text in prompts]
+        while len(self._own) > OWN_ANSWERS_KEPT:
+            self._own.pop(next(iter(self._own)))
         return out
 
     def score_native(self, items: Sequence[tuple[str, str, str]], labels: Sequence[Sequence[str]]) -> list[Any]:

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from rlaif.core.errors import ConfigError
-from rlaif.core.records import Group, Ranking, Rollout
+from rlaif.core.records import Group, Ranking, Rollout, VideoRef
 from rlaif.core.registry import Registry
 from rlaif.plugins.oracles.judge_backends import JudgeReply, LocalHFBackend, PolicyJudgeBackend
 from rlaif.plugins.oracles.llm_judge import (
@@ -28,7 +28,7 @@ from rlaif.plugins.oracles.llm_judge import (
     mean_agreement,
     pairwise_scores,
 )
-from rlaif.plugins.oracles.narrative import PolicyCaptioner, narrative_for
+from rlaif.plugins.oracles.narrative import PolicyCaptioner, SharedNarratives, narrative_for, narrative_key
 
 ANSWER = re.compile(r"^Answer ([A-Z]): (.*)$", re.MULTILINE)
 
@@ -361,6 +361,51 @@ def test_narratives_are_cached_in_the_run_store(world: Any, tmp_path: Path) -> N
     clips = [tuple(int(x) for x in m) for m in re.findall(r"frames (\d+)-(\d+)", text)]
     assert all(0 <= a <= b < video.n_frames and b - a < 20 for a, b in clips)
     assert [a for a, _ in clips] == sorted(a for a, _ in clips)
+
+
+def test_narratives_of_a_captioner_named_by_its_weights_are_shared_across_runs(world: Any, tmp_path: Path) -> None:
+    """A second run over the same videos reads the first run's narratives from the shared
+    cache (and records them in its own store); a captioner whose name does not identify
+    its weights never shares, and the key follows the video's bytes, not its path."""
+    from rlaif.core.store import RunStore
+
+    groups = world_groups(world, n=8)
+    videos = {g.prompt.video.video_id for g in groups}
+    shared = SharedNarratives(tmp_path / "narratives")
+
+    def run(name: str, captioner: PolicyCaptioner) -> tuple[list[str], int]:
+        judge = QualityJudge()
+        (tmp_path / name).mkdir()
+        with RunStore(tmp_path / name / "store.lmdb") as store:
+            LLMJudgeOracle(judge, context="narrative", n_clips=3, benchmark=world, store=store, captioner=captioner,
+                           shared_narratives=shared).rank(groups)
+            assert all(store.get_narrative(narrative_key(v, captioner.name, 3, 20, 50)) for v in videos)
+        return [c[-1]["content"] for c in judge.conversations], len(captioner.policy.prompts)
+
+    first, captioned = run("a", PolicyCaptioner(RecordingPolicy(), frozen=False, name="captioner:w1",
+                                                names_weights=True))
+    assert captioned == 3 * len(videos) and len(list((tmp_path / "narratives").rglob("*.txt"))) == len(videos)
+    again, captioned = run("b", PolicyCaptioner(RecordingPolicy(), frozen=False, name="captioner:w1",
+                                                names_weights=True))
+    assert captioned == 0 and again == first  # nothing captioned, the same narratives judged
+    _, captioned = run("c", PolicyCaptioner(RecordingPolicy(), frozen=False, name="captioner:w2",
+                                            names_weights=True))
+    assert captioned == 3 * len(videos)  # other weights: captioned afresh
+    unnamed = PolicyCaptioner(RecordingPolicy())  # "policy:recording:sft" says nothing of its weights
+    _, captioned = run("d", unnamed)
+    assert captioned == 3 * len(videos) and len(list((tmp_path / "narratives").rglob("*.txt"))) == 2 * len(videos)
+
+    video = groups[0].prompt.video
+    copy = tmp_path / "elsewhere.mp4"
+    copy.write_bytes(Path(video.path).read_bytes())
+    named = PolicyCaptioner(RecordingPolicy(), frozen=False, name="captioner:w1", names_weights=True)
+    moved = narrative_for(VideoRef(video_id="renamed", path=str(copy), n_frames=video.n_frames), benchmark=world,
+                          captioner=named, n_clips=3, shared=shared)
+    assert named.policy.prompts == [] and moved == shared.get(shared.key(video, named, 3, 20, 50))
+    assert shared.key(video, unnamed, 3, 20, 50) is None
+    broken = SharedNarratives(copy / "not-a-directory")  # cannot be written: costs time, never the run
+    text = narrative_for(video, benchmark=world, captioner=named, n_clips=3, shared=broken)
+    assert text == moved and len(named.policy.prompts) == 3
 
 
 def test_narrative_from_a_group_context_is_used_as_is(world: Any) -> None:

@@ -21,6 +21,7 @@ from rlaif.plugins.oracles.world_judge import (
     cached_world_judge,
     captioned_examples,
     focus_stages,
+    judge_prompt_text,
     train_world_judge,
     word_f1,
 )
@@ -119,12 +120,37 @@ def test_answer_first_scores_each_answer_by_its_expected_agreement_with_the_judg
                      for _, _, a in group]
     assert scores == pytest.approx(expected, rel=1e-4)
     assert scores[1] == scores[2] and all(0.0 <= s <= 1.0 for s in scores)
-    assert backend.own_answers([groups[1][0][0], groups[0][0][0]])[::-1] == backend.own_answers(
+    fresh = WorldJudgeBackend(judge_dir, answer_first=True, answer_tokens=12)  # nothing remembered
+    assert fresh.own_answers([groups[1][0][0], groups[0][0][0]])[::-1] == backend.own_answers(
         [groups[0][0][0], groups[1][0][0]])  # a prompt's answer does not depend on its batch
     with pytest.raises(OracleError, match="calibrate or answer_first"):
         WorldJudgeBackend(judge_dir, answer_first=True, calibrate=True)
     with pytest.raises(ConfigError, match="answer_first is an option of the world judge"):
         build_llm_judge(judge="smollm2", answer_first=True)
+
+
+def test_the_judge_answers_each_prompt_once(judge_dir: Path, world: Any) -> None:
+    """Own answers are remembered per prompt: a later step asking a known question
+    generates only for the new ones, and scores as a judge without the memory would."""
+    backend = WorldJudgeBackend(judge_dir, answer_first=True, answer_tokens=12)
+    model, _ = backend.load()
+    asked: list[int] = []
+    real = model.generate
+
+    def counting(**kwargs: Any) -> Any:
+        asked.append(int(kwargs["input_ids"].shape[0]))
+        return real(**kwargs)
+
+    model.generate = counting
+    texts = [judge_prompt_text(p.question, None) for p in world.prompts("rl")[:3]]
+    first = backend.own_answers(texts[:2])
+    assert asked == [2]
+    assert backend.own_answers([texts[1], texts[2], texts[2]]) == [first[1], *backend.own_answers([texts[2]] * 2)]
+    assert asked == [2, 1]  # only the new question, once
+    items = [(texts[0], " red"), (texts[2], " two")]
+    assert backend.expected_agreement(items) == WorldJudgeBackend(
+        judge_dir, answer_first=True, answer_tokens=12).expected_agreement(items)
+    assert asked == [2, 1]
 
 
 def test_judge_is_cached_by_what_it_read(world: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
