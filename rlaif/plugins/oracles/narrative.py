@@ -188,8 +188,8 @@ class SharedNarratives:
 
     Only for captioners with ``names_weights``: the key must change whenever the text
     could. A captioner's narratives of the rl split are the same in every run of a study,
-    and captioning them was a tenth of a cached default run. A run still records each
-    narrative it uses in its own store."""
+    and captioning them took a fifth of a cached default run (5:04 against 4:01 reading
+    them here). A run still records each narrative it uses in its own store."""
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
