@@ -183,8 +183,8 @@ def video_fingerprint(video: VideoRef) -> str | None:
 
 class SharedNarratives:
     """Narratives kept across runs under ``root`` (``<cache>/narratives``): one small file
-    per video bytes, captioner weights and clip cut, written atomically, so concurrent
-    runs (a study's cells) share it safely.
+    per video bytes, captioner weights, caption length and clip cut, written atomically,
+    so concurrent runs (a study's cells) share it safely.
 
     Only for captioners with ``names_weights``: the key must change whenever the text
     could. A captioner's narratives of the rl split are the same in every run of a study,
@@ -202,7 +202,8 @@ class SharedNarratives:
         if fingerprint is None:
             return None
         recipe = narrative_key("-", captioner.name, n_clips, max_clip_frames, n_frames)
-        return hashlib.sha256(f"{fingerprint}/{recipe}/{DESCRIBE_PROMPT}".encode()).hexdigest()
+        length = getattr(captioner, "max_new_tokens", None)  # a longer budget writes longer captions
+        return hashlib.sha256(f"{fingerprint}/{recipe}/{DESCRIBE_PROMPT}/{length}".encode()).hexdigest()
 
     def _path(self, key: str) -> Path:
         return self.root / key[:2] / f"{key}.txt"

@@ -403,6 +403,9 @@ def test_narratives_of_a_captioner_named_by_its_weights_are_shared_across_runs(w
                           captioner=named, n_clips=3, shared=shared)
     assert named.policy.prompts == [] and moved == shared.get(shared.key(video, named, 3, 20, 50))
     assert shared.key(video, unnamed, 3, 20, 50) is None
+    longer = PolicyCaptioner(RecordingPolicy(), frozen=False, name="captioner:w1", names_weights=True,
+                             max_new_tokens=96)
+    assert shared.key(video, longer, 3, 20, 50) != shared.key(video, named, 3, 20, 50)
     broken = SharedNarratives(copy / "not-a-directory")  # cannot be written: costs time, never the run
     text = narrative_for(video, benchmark=world, captioner=named, n_clips=3, shared=broken)
     assert text == moved and len(named.policy.prompts) == 3
