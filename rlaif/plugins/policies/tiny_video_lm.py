@@ -18,8 +18,11 @@ Reference policy. ``adapters_disabled()`` turns the LoRA adapters off (peft
 checkpoint with ``new_adapter=True`` (the default) merges its adapter into the LM weights
 (``merge_and_unload``), freezes its projector, and attaches a *fresh* zero-initialised
 adapter for RL: with adapters disabled the policy is then exactly the SFT policy, and at
-step 0 the RL policy equals it too. A policy built from the pre-trained base (for SFT) has
-a trainable projector, so its "reference" there is base LM + current projector.
+step 0 the RL policy equals it too. ``train_projector=True`` lets RL train the projector as
+well (where the visual features meet the LM); the SFT projector is then kept, frozen, as
+the reference's, so ``adapters_disabled()`` is still exactly the SFT policy. A policy built
+from the pre-trained base (for SFT) has a trainable projector, so its "reference" there is
+base LM + current projector.
 
 Log-probs. :meth:`generate` records, for each sampled token, its log-probability under
 the temperature-scaled policy, ``log_softmax(logits / temperature)``; top-p filtering
@@ -35,6 +38,7 @@ adapters included), ``encoder/``, ``tokenizer.json`` and ``policy.json``.
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 import json
 import warnings
@@ -196,6 +200,8 @@ class TinyVideoLM:
             nn.Linear(encoder.feature_dim, self.hidden_size), nn.ReLU(), nn.Linear(self.hidden_size, self.hidden_size)
         )
         self.projector.requires_grad_(projector_trainable)
+        # The reference's projector where RL trains the projector (see the module docstring).
+        self.reference_projector: nn.Module | None = None
         from peft import PeftModel
 
         if isinstance(lm, PeftModel):  # an adapter loaded to continue training it
@@ -270,9 +276,16 @@ class TinyVideoLM:
 
     @contextlib.contextmanager
     def adapters_disabled(self) -> Iterator[None]:
-        """The reference policy: LoRA adapters off (projector and merged weights stay)."""
-        with self.lm.disable_adapter():
-            yield
+        """The reference policy: LoRA adapters off (merged weights stay), and the frozen
+        SFT projector where RL trains a copy of it."""
+        trained = self.projector
+        if self.reference_projector is not None:
+            self.projector = self.reference_projector
+        try:
+            with self.lm.disable_adapter():
+                yield
+        finally:
+            self.projector = trained
 
     # -- inputs ------------------------------------------------------------------------
     def video_features(self, video: VideoRef, frame_range: Sequence[int] | None = None,
@@ -639,13 +652,15 @@ class TinyVideoLM:
         lora_alpha: int | None = None,
         value_head: bool = False,
         seed: int = 0,
+        train_projector: bool = False,
     ) -> TinyVideoLM:
         """Load a checkpoint written by :meth:`save`.
 
         ``new_adapter=True`` (for RL): merge the saved adapter into the LM, freeze the
-        projector, attach a fresh adapter (``lora_r``/``lora_alpha``, default: the saved
-        ones); ``adapters_disabled()`` is then the loaded policy. ``new_adapter=False``:
-        continue training the saved adapter, projector and value head as they were."""
+        projector (``train_projector``: train it, keeping a frozen copy for the reference),
+        attach a fresh adapter (``lora_r``/``lora_alpha``, default: the saved ones);
+        ``adapters_disabled()`` is then the loaded policy. ``new_adapter=False``: continue
+        training the saved adapter, projector and value head as they were."""
         from peft import PeftModel
         from safetensors.torch import load_file
 
@@ -668,8 +683,10 @@ class TinyVideoLM:
             history.append({"merged": str(directory), "lora_r": config["lora_r"], "lora_alpha": config["lora_alpha"]})
             policy = cls(encoder, lm, tokenizer, frames=frames, n_frames=config["n_frames"],
                          lora_r=lora_r or config["lora_r"], lora_alpha=lora_alpha or config["lora_alpha"],
-                         projector=projector, projector_trainable=False, value_head=value_head, seed=seed,
-                         history=history)
+                         projector=projector, projector_trainable=train_projector, value_head=value_head,
+                         seed=seed, history=history)
+            if train_projector:
+                policy.reference_projector = copy.deepcopy(projector).requires_grad_(False)
             return policy
         policy = cls(encoder, peft_lm, tokenizer, frames=frames, n_frames=config["n_frames"],
                      lora_r=config["lora_r"], lora_alpha=config["lora_alpha"], projector=projector,
@@ -823,9 +840,11 @@ def build_tiny_video_lm(
     benchmark: Any = None,
     lm: str = "tiny",
     encoder: str = DEFAULT_ENCODER,
+    train_projector: bool = False,
 ) -> TinyVideoLM:
     """Registry factory. ``path``: a saved checkpoint (an SFT result for RL: its adapter is
-    merged and a fresh one attached unless ``new_adapter`` is false); ``None``: a fresh
+    merged and a fresh one attached unless ``new_adapter`` is false; ``train_projector``
+    lets RL train the projector too, the reference keeping the SFT one); ``None``: a fresh
     policy on the default base, pre-training it on ``benchmark`` on first use (cached);
     ``encoder`` picks the base's frozen encoder for such a fresh policy (a checkpoint
     carries its own)."""
@@ -837,7 +856,7 @@ def build_tiny_video_lm(
     frames = benchmark.frames
     if path is not None:
         return TinyVideoLM.load(path, frames=frames, new_adapter=new_adapter, lora_r=lora_r, lora_alpha=lora_alpha,
-                                value_head=value_head, seed=seed)
+                                value_head=value_head, seed=seed, train_projector=train_projector)
     paths = cached_base(benchmark, seed=seed, n_frames=n_frames, encoder=encoder)
     return from_base(paths, frames=frames, n_frames=n_frames, lora_r=lora_r, lora_alpha=lora_alpha,
                      value_head=value_head, seed=seed)

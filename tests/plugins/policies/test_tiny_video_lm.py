@@ -255,6 +255,32 @@ def test_save_load_round_trip_and_merge_for_rl(tokenizer_path: Path, tmp_path: P
     assert torch.allclose(a, b, atol=1e-5)
 
 
+def test_rl_can_train_the_projector_and_the_reference_keeps_the_sft_one(tokenizer_path: Path, tmp_path: Path) -> None:
+    """``train_projector``: the projector joins the trainable parameters, and a changed
+    projector changes the policy but not its reference (adapters off = the SFT policy)."""
+    world = FakeWorld()
+    policy = tiny_policy(tokenizer_path, world)
+    perturb_adapter(policy)
+    flat_prompts, rollouts = sample(policy, world.prompts("rl")[:2], 3)
+    with torch.no_grad():
+        sft = policy.forward_responses(flat_prompts, rollouts)["logprobs"]
+    policy.save(tmp_path / "ckpt")
+    rl = TinyVideoLM.load(tmp_path / "ckpt", frames=world.frames, new_adapter=True, train_projector=True)
+    names = {n for n, _ in rl.named_trainable_parameters()}
+    assert any(n.startswith("projector.") for n in names) and any("lora_" in n for n in names)
+    with torch.no_grad():
+        for p in rl.projector.parameters():
+            p.add_(0.5 * torch.randn_like(p))
+        trained = rl.forward_responses(flat_prompts, rollouts)["logprobs"]
+        with rl.adapters_disabled():
+            reference = rl.forward_responses(flat_prompts, rollouts)["logprobs"]
+    assert torch.allclose(reference, sft, atol=1e-5) and not torch.allclose(trained, sft, atol=1e-3)
+    assert rl.projector is not rl.reference_projector  # restored after the context
+    frozen = TinyVideoLM.load(tmp_path / "ckpt", frames=world.frames, new_adapter=True)
+    assert frozen.reference_projector is None and not any(n.startswith("projector.")
+                                                          for n, _ in frozen.named_trainable_parameters())
+
+
 def test_text_completion_describe_and_options(tokenizer_path: Path) -> None:
     world = FakeWorld()
     policy = tiny_policy(tokenizer_path, world)
