@@ -260,7 +260,7 @@ class TinyVideoLM:
 
     def to(self, device: Any) -> TinyVideoLM:
         self.device = torch.device(device)
-        for module in (self.encoder, self.projector, self.lm, self.value_head):
+        for module in (self.encoder, self.projector, self.reference_projector, self.lm, self.value_head):
             if module is not None:
                 module.to(self.device)
         return self
