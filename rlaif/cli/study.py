@@ -84,6 +84,7 @@ def print_report(report: StudyReport) -> None:
     from rich.table import Table
 
     from rlaif.train.study import format_mean_std as _mean_std
+    from rlaif.train.study import format_paired
 
     study = report.study
     first = study.metrics[0]
@@ -101,9 +102,8 @@ def print_report(report: StudyReport) -> None:
         table.add_column(name, justify="right", overflow="fold")
     for arm in report.arms:
         paired = arm.paired[0] if arm.paired else None
-        versus = "-" if paired is None else f"{paired.diff:+.3f}\n[{paired.lo:+.3f}, {paired.hi:+.3f}]"
-        per_seed = "\n".join(f"s{seed} {d.diff:+.3f} [{d.lo:+.3f}, {d.hi:+.3f}]"
-                              for seed, d in sorted(arm.paired_per_seed.items())) or "-"
+        versus = "-" if paired is None else format_paired(paired, sep="\n")
+        per_seed = "\n".join(f"s{seed} {format_paired(d)}" for seed, d in sorted(arm.paired_per_seed.items())) or "-"
         table.add_row(arm.arm, *(_mean_std(arm.values(m)) for m in study.metrics),
                       _mean_std(arm.gains(first), signed=True), versus, per_seed,
                       _mean_std(arm.cost("oracle_calls"), 0), _mean_std(arm.cost("judge_s"), 1),

@@ -961,8 +961,10 @@ def format_mean_std(values: Sequence[float], digits: int = 3, signed: bool = Fal
     return text + (f" ± {std:.{digits}f}" if std is not None else "")
 
 
-def _signed_interval(row: Any) -> str:
-    return f"{row.diff:+.3f} [{row.lo:+.3f}, {row.hi:+.3f}]"
+def format_paired(row: Any, sep: str = " ") -> str:
+    """A paired difference and its interval, ``+0.036 [+0.022, +0.050]``, as the study
+    tables print it (``sep`` between the two: a newline where a terminal cell folds)."""
+    return f"{row.diff:+.3f}{sep}[{row.lo:+.3f}, {row.hi:+.3f}]"
 
 
 def write_markdown(report: StudyReport, path: Path) -> Path:
@@ -987,8 +989,8 @@ def write_markdown(report: StudyReport, path: Path) -> Path:
              f"seeds; paired: mean per-item difference in {study.paired_metric} against {study.baseline}, 95% "
              "bootstrap interval.", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for arm in report.arms:
-        paired = _signed_interval(arm.paired[0]) if arm.paired else "-"
-        per_seed = "; ".join(f"s{seed} {_signed_interval(d)}" for seed, d in sorted(arm.paired_per_seed.items()))
+        paired = format_paired(arm.paired[0]) if arm.paired else "-"
+        per_seed = "; ".join(f"s{seed} {format_paired(d)}" for seed, d in sorted(arm.paired_per_seed.items()))
         lines.append("| " + " | ".join([
             arm.arm, *(cell(arm.values(m)) for m in study.metrics), cell(arm.gains(first), signed=True), paired,
             per_seed or "-", cell(arm.cost("oracle_calls"), digits=0), cell(arm.cost("judge_s"), digits=0),
@@ -1002,7 +1004,7 @@ def write_markdown(report: StudyReport, path: Path) -> Path:
                   "| arm | " + " | ".join(groups) + " |", "|---|" + "---|" * len(groups)]
         for arm in report.arms:
             by_group = {row.group: row for row in arm.paired[1:]}
-            lines.append("| " + " | ".join([arm.arm, *(_signed_interval(by_group[g]) if g in by_group else "-"
+            lines.append("| " + " | ".join([arm.arm, *(format_paired(by_group[g]) if g in by_group else "-"
                                                        for g in groups)]) + " |")
     path.write_text("\n".join(lines) + "\n")
     return path

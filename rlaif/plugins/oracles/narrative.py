@@ -286,9 +286,8 @@ def narrative_for(
         cached = store.get_narrative(key)
         if cached is not None:
             return str(cached)
-    shared_key = shared.key(ref, captioner, n_clips, max_clip_frames, n_frames) if shared is not None else None
     clips = _clips(ref, benchmark, n_clips, max_clip_frames, n_frames)
-    text = shared.get(shared_key) if shared is not None else None
+    shared_key, text = _shared_lookup(shared, ref, captioner, n_clips, max_clip_frames, n_frames)
     if text is None:
         many = getattr(captioner, "caption_clips", None)
         if callable(many):
@@ -299,6 +298,16 @@ def narrative_for(
         if shared is not None:
             shared.put(shared_key, text)
     return _keep(ref, key, clips, text, captioner, store)
+
+
+def _shared_lookup(shared: SharedNarratives | None, ref: VideoRef, captioner: Any, n_clips: int,
+                   max_clip_frames: int, n_frames: int) -> tuple[str | None, str | None]:
+    """``(key, narrative)`` of ``ref`` in the cross-run cache: the key is None where the
+    narrative is not shared, the narrative None where it is not kept yet."""
+    if shared is None:
+        return None, None
+    key = shared.key(ref, captioner, n_clips, max_clip_frames, n_frames)
+    return key, shared.get(key)
 
 
 def _clips(ref: VideoRef, benchmark: Any, n_clips: int, max_clip_frames: int, n_frames: int) -> list[list[int]]:
@@ -344,8 +353,7 @@ def prefetch_narratives(videos: Sequence[VideoRef], *, benchmark: Any, captioner
         clips = _clips(ref, benchmark, n_clips, max_clip_frames, n_frames)
         if not clips:
             continue
-        shared_key = shared.key(ref, captioner, n_clips, max_clip_frames, n_frames) if shared is not None else None
-        known = shared.get(shared_key) if shared is not None else None
+        shared_key, known = _shared_lookup(shared, ref, captioner, n_clips, max_clip_frames, n_frames)
         if known is not None:
             _keep(ref, key, clips, known, captioner, store)
         else:
